@@ -1,0 +1,68 @@
+# graspfleet — every target starts from nothing: `make setup` creates .venv, installs the
+# CPU build of torch first (so no dependency range can pull a CUDA build), then the project,
+# and installs redis-server through apt where it is missing. It is idempotent.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps run sim test test-all pytest lint format typecheck bench clean
+
+help:
+	@echo "make setup      create .venv and install everything (idempotent)"
+	@echo "make run        the main job: graspfleet sim (until the training loop lands)"
+	@echo "make test       lint + typecheck + the default test suite (CI runs this)"
+	@echo "make test-all   the whole suite, slow tests included"
+	@echo "make bench      benchmarks (figures quoted in README.md)"
+	@echo "make lint | format | typecheck | clean"
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  echo "redis-server is missing: installing it with apt-get"; \
+	  SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null \
+	    || { echo "could not install redis-server; install it and re-run make setup"; exit 1; }; \
+	fi
+
+run: setup
+	$(BIN)/graspfleet sim --tier T0 --cells 4 --episodes 40
+
+sim: run
+
+pytest: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+test-all: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	OMP_NUM_THREADS=1 $(BIN)/python bench/sim.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

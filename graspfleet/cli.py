@@ -1,0 +1,211 @@
+"""The ``graspfleet`` command line."""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graspfleet import __version__
+from graspfleet.config import ConfigError, from_mapping, merge_overrides, to_mapping
+from graspfleet.interfaces import BackendUnavailable, make_backend
+from graspfleet.sim.config import CellConfig, TierConfig
+from graspfleet.sim.runner import RunSummary, run_episodes
+from graspfleet.sim.tiers import TIER_ORDER, TIERS, get_tier
+
+app = typer.Typer(
+    help="graspfleet: distributed actor–learner training of robotic grasping policies.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+class PolicyName(enum.StrEnum):
+    scripted = "scripted"
+    random = "random"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML file with `cell:` and `tier:` sections.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override one value, e.g. `cell.physics.control_substeps=10` or `tier.modality_dropout=0.3`.",
+    ),
+]
+
+
+def resolve_config(tier: str, config_file: Path | None, overrides: list[str] | None) -> tuple[CellConfig, TierConfig]:
+    """Defaults ← YAML file ← ``--set`` overrides, validated into the cell and tier configs."""
+    base: dict[str, Any] = {"cell": to_mapping(CellConfig()), "tier": to_mapping(get_tier(tier))}
+    if config_file is not None:
+        loaded = yaml.safe_load(config_file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: the top level must be a mapping")
+        unknown = sorted(set(loaded) - {"cell", "tier"})
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown section {unknown[0]!r} (known: cell, tier)")
+        base = merge_overrides(base, [])
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{config_file}: section {section!r} must be a mapping")
+            base[section] = {**base[section], **values}
+    data = merge_overrides(base, overrides or [])
+    unknown = sorted(set(data) - {"cell", "tier"})
+    if unknown:
+        raise ConfigError(f"unknown config section {unknown[0]!r} (known: cell, tier)")
+    return from_mapping(CellConfig, data["cell"], "cell"), from_mapping(TierConfig, data["tier"], "tier")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def sim(
+    tier: Annotated[str, typer.Option(help=f"Difficulty tier: {', '.join(TIER_ORDER)}.")] = "T0",
+    cells: Annotated[int, typer.Option(min=1, help="Grasp cells stepped together in this process.")] = 4,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run before stopping.")] = 40,
+    policy: Annotated[PolicyName, typer.Option(help="Who drives the arm.")] = PolicyName.scripted,
+    seed: Annotated[int, typer.Option(help="Seed of the scenes, physics draws and sensor noise.")] = 0,
+    backend: Annotated[
+        str, typer.Option(help="Simulator backend: mujoco (or isaacgym, not available here).")
+    ] = "mujoco",
+    config_file: ConfigOption = None,
+    overrides: SetOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Run grasp cells with a scripted or random policy and show what happens."""
+    from graspfleet.sim.policies import RandomJointPolicy, ScriptedGraspPolicy
+
+    try:
+        cell_config, tier_config = resolve_config(tier, config_file, overrides)
+        batch = make_backend(backend, cell_config, tier_config, cells, seed=seed)
+    except (ConfigError, BackendUnavailable, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    driver: Any
+    if policy is PolicyName.scripted:
+        driver = ScriptedGraspPolicy(cell_config, cells)
+    else:
+        driver = RandomJointPolicy(cell_config, cells, batch.action_low, batch.action_high, seed=seed)
+
+    if json_output:
+        summary = run_episodes(batch, driver, episodes, seed=seed)
+        console.print_json(json.dumps({"tier": tier_config.name, "policy": policy.value, **summary.as_dict()}))
+        return
+
+    console.print(
+        f"[bold]graspfleet sim[/] tier [cyan]{tier_config.name}[/] ({tier_config.description}), "
+        f"{cells} cells, policy [cyan]{policy.value}[/], seed {seed}"
+    )
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("episodes", total=episodes, stats="")
+
+        def update(s: RunSummary) -> None:
+            o = s.outcomes
+            progress.update(
+                task,
+                completed=s.episodes,
+                stats=(
+                    f"{s.steps_per_second:,.0f} steps/s  success {o['success']}  collision {o['collision']}  "
+                    f"slip {o['slip']}  overshoot {o['force_overshoot']}"
+                ),
+            )
+
+        summary = run_episodes(batch, driver, episodes, seed=seed, on_step=update)
+    console.print(_summary_table(summary))
+
+
+def _summary_table(summary: RunSummary) -> Table:
+    table = Table(title="outcomes", show_edge=False)
+    table.add_column("outcome")
+    table.add_column("episodes", justify="right")
+    table.add_column("rate", justify="right")
+    for name, count in summary.outcomes.items():
+        table.add_row(name, str(count), f"{summary.rate(name):.1%}")
+    table.add_row("fell off the table", str(summary.fell), f"{summary.fell / max(summary.episodes, 1):.1%}")
+    table.caption = (
+        f"{summary.episodes} episodes, {summary.control_steps:,} control steps in {summary.seconds:.1f} s "
+        f"({summary.steps_per_second:,.0f} steps/s); mean return {summary.as_dict()['mean_return']}"
+    )
+    return table
+
+
+@app.command()
+def tiers() -> None:
+    """List the curriculum's difficulty tiers."""
+    table = Table(title="difficulty tiers", show_edge=False)
+    for column in (
+        "tier",
+        "objects",
+        "shapes",
+        "spawn x/y (m)",
+        "occlusion",
+        "dropout",
+        "description",
+    ):
+        table.add_column(column)
+    for tier in TIERS.values():
+        table.add_row(
+            tier.name,
+            str(tier.num_objects),
+            ", ".join(tier.shapes),
+            f"±{max(-tier.spawn_x.low, tier.spawn_x.high):.2f} / ±{max(-tier.spawn_y.low, tier.spawn_y.high):.2f}",
+            f"{tier.occlusion_start_probability:.0%}/step",
+            f"{tier.modality_dropout:.0%}",
+            tier.description,
+        )
+    console.print(table)
+
+
+@app.command("config")
+def show_config(
+    tier: Annotated[str, typer.Option(help="Tier whose config to show.")] = "T0",
+    config_file: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Print the resolved configuration (defaults, file, overrides) as YAML."""
+    try:
+        cell_config, tier_config = resolve_config(tier, config_file, overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    print(yaml.safe_dump({"cell": to_mapping(cell_config), "tier": to_mapping(tier_config)}, sort_keys=False))
+
+
+@app.command()
+def version() -> None:
+    """Print graspfleet's version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

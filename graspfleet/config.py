@@ -1,0 +1,212 @@
+"""Typed configuration: strict construction from mappings, YAML files and CLI overrides.
+
+Every component has one frozen dataclass config validated at construction. This module
+turns plain data (YAML, ``--set key=value`` overrides) into those dataclasses and refuses
+anything it does not understand: an unknown key, a value of the wrong type, or an empty
+range raises :class:`ConfigError` naming the dotted path of the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, malformed or out of range; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A closed interval ``[low, high]`` of a physical quantity, sampled uniformly.
+
+    ``low == high`` is a fixed value; ``low > high`` is an empty range and is refused.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"range {name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"range {name} must be finite, got {value!r}")
+        if self.low > self.high:
+            raise ConfigError(f"empty range: low={self.low} > high={self.high}")
+
+    @property
+    def width(self) -> float:
+        """``high - low``."""
+        return self.high - self.low
+
+    def contains(self, value: float | np.ndarray) -> bool:
+        """Whether every element of ``value`` lies in ``[low, high]``."""
+        arr = np.asarray(value)
+        return bool(np.all((arr >= self.low) & (arr <= self.high)))
+
+    def sample(self, rng: np.random.Generator, size: int | tuple[int, ...] | None = None) -> Any:
+        """Draw uniformly from the range (a float, or an array of ``size``)."""
+        if self.low == self.high:
+            return self.low if size is None else np.full(size, self.low)
+        return rng.uniform(self.low, self.high, size)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Convert plain data ``value`` to the annotated type ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if tp is Range and isinstance(value, Sequence) and not isinstance(value, str):
+            if len(value) != 2:
+                raise ConfigError(f"{path}: a range is [low, high], got {list(value)!r}")
+            value = {"low": value[0], "high": value[1]}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_mapping(tp, value, path)
+    if origin in (tuple, Sequence) or tp is tuple:
+        if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item_tp = args[0] if args else Any
+        return tuple(_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_tp, val_tp = args if args else (Any, Any)
+        return {_convert(k, key_tp, f"{path}.{k}"): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported config type {_type_name(tp)}")
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types.
+
+    Fields missing from ``data`` keep their defaults. Errors from the dataclass's own
+    validation are re-raised with the dotted ``path`` prepended.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    prefix = f"{path}." if path else ""
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]} (known keys of {cls.__name__}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if path and not str(exc).startswith(path):
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def to_mapping(obj: Any) -> Any:
+    """Plain-data form of a config dataclass (ranges as ``[low, high]``), YAML-serializable."""
+    if isinstance(obj, Range):
+        return [obj.low, obj.high]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_mapping(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_mapping(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to nested plain data (returns a new dict)."""
+    merged: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = merged
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return merged
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Load ``cls`` from an optional YAML file, then apply ``key.path=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded
+    return from_mapping(cls, merge_overrides(data, overrides))
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)

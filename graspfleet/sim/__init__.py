@@ -1,0 +1,1 @@
+"""The MuJoCo grasp cell: model, randomization, tiers, sensing, reward, Gymnasium interfaces."""
