@@ -15,6 +15,7 @@ Prints one JSON object as its last line. Run single-threaded: ``OMP_NUM_THREADS=
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -89,9 +90,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="control steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating full/raw measurements; best kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--substeps", type=int, default=None, help="physics steps per control step (default: the config's, 20)"
+    )
     args = parser.parse_args()
 
     config = CellConfig()
+    if args.substeps is not None:
+        config = dataclasses.replace(
+            config, physics=dataclasses.replace(config.physics, control_substeps=args.substeps)
+        )
     actions, done = record(config, args.tier, args.cells, args.steps, args.seed)
     control_steps = args.steps * args.cells
     full_times, raw_times, episodes = [], [], 0

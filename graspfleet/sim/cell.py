@@ -120,6 +120,8 @@ class GraspCell:
         scene = sample_scene(self.tier, rng)
         self._apply_scene(scene)
         self.model = self.spec.compile()
+        # A fresh MjData per compiled model: reusing one across models (even of identical
+        # sizes) silently breaks collision detection.
         self.data = mujoco.MjData(self.model)
         d, idx = self.data, self.index
         d.qpos[idx.arm_qpos] = self.home_qpos

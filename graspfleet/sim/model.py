@@ -38,6 +38,9 @@ ARM_STIFFNESS: Final = 600.0
 """Nominal position-servo stiffness of the arm joints (N·m/rad)."""
 JOINT_ARMATURE: Final = 0.05
 """Reflected rotor inertia of each arm joint (kg·m²)."""
+ARENA_MEMORY: Final = "2M"
+"""MjData arena (contacts, constraints, stack). MuJoCo's default is ~16 MB per cell; a grasp
+scene peaks far below 2 MB, and allocating less makes the per-episode ``MjData`` cheap."""
 CYLINDER_HEIGHT_RATIO: Final = 1.2
 """A cylinder's half-height over its radius: cylinders stand a little taller than wide."""
 
@@ -115,6 +118,7 @@ def cell_xml(config: CellConfig, num_objects: int) -> str:
 <mujoco model="graspfleet_cell">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{physics.timestep}" cone="elliptic" impratio="10" integrator="implicitfast"/>
+  <size memory="{ARENA_MEMORY}"/>
   <default>
     <joint armature="{JOINT_ARMATURE}" damping="2"/>
     <geom friction="1 0.005 0.0001"/>

@@ -10,6 +10,7 @@ convert both ways. :meth:`DomainRandomization.sample` draws one concrete
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 from typing import NamedTuple
 
@@ -162,21 +163,6 @@ class PhysicsSample(NamedTuple):
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Convert HSV (each in [0, 1], last axis) to RGB in [0, 1]."""
-    hsv = np.asarray(hsv, dtype=np.float64)
-    h, s, v = hsv[..., 0] % 1.0, np.clip(hsv[..., 1], 0, 1), np.clip(hsv[..., 2], 0, 1)
-    i = np.floor(h * 6.0).astype(int) % 6
-    f = h * 6.0 - np.floor(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack(
-        [
-            np.stack([v, t, p], -1),
-            np.stack([q, v, p], -1),
-            np.stack([p, v, t], -1),
-            np.stack([p, q, v], -1),
-            np.stack([t, p, v], -1),
-            np.stack([v, p, q], -1),
-        ],
-        axis=0,
-    )
-    return np.take_along_axis(table, i[None, ..., None].repeat(3, -1), axis=0)[0]
+    """Convert one HSV colour (hue wraps around 1; saturation and value clipped to [0, 1]) to RGB."""
+    h, sat, val = (float(x) for x in np.asarray(hsv, dtype=np.float64))
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(sat, 0.0), 1.0), min(max(val, 0.0), 1.0)))
