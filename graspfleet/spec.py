@@ -38,7 +38,6 @@ PRIVILEGED_FIELDS: Final = (
     "obj_friction",
 )
 ACTION_FIELDS: Final = (*(f"joint_target_{i}" for i in range(6)), "gripper_width", "grip_force")
-ACTION_DIM: Final = len(ACTION_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +51,6 @@ class ArraySpec:
     low: float = -np.inf
     high: float = np.inf
     description: str = ""
-
-    def zeros(self, batch: int | None = None) -> np.ndarray:
-        """A zero array of this spec (with a leading batch axis if ``batch`` is given)."""
-        shape = self.shape if batch is None else (batch, *self.shape)
-        return np.zeros(shape, dtype=self.dtype)
 
     def check(self, value: np.ndarray, batched: bool = False) -> None:
         """Raise ValueError naming this array if ``value``'s shape or dtype is wrong or it is not finite."""

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import graspfleet.sim.env  # noqa: F401  (registers the environment)
 from graspfleet.cli import app
 from graspfleet.interfaces import BackendUnavailable, SimulatorBackend, make_backend
+from graspfleet.sim.batch import REWARD_COMPONENTS
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.env import ENV_ID, GraspVectorEnv
 from graspfleet.sim.tiers import get_tier
@@ -26,7 +27,7 @@ def test_registered_env_passes_gymnasium_checks() -> None:
     assert env.observation_space.contains(obs)
     assert info["instruction"].startswith("pick up the ")
     obs, reward, _, _, step_info = env.step(env.action_space.sample())
-    assert isinstance(reward, float) and {"r_pos", "r_force", "r_slip"} <= set(step_info)
+    assert isinstance(reward, float) and set(REWARD_COMPONENTS) <= set(step_info)
 
 
 def test_single_env_refuses_stepping_a_finished_episode() -> None:

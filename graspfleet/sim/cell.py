@@ -17,7 +17,7 @@ import numpy as np
 from graspfleet.sim.camera import RayCamera
 from graspfleet.sim.config import COLOURS, CellConfig, TierConfig
 from graspfleet.sim.instruction import encode, instruction_text
-from graspfleet.sim.kinematics import solve_ik, tcp_jacobian, top_down_rotation
+from graspfleet.sim.kinematics import solve_ik, top_down_rotation
 from graspfleet.sim.model import (
     ARM_JOINTS,
     ARM_STIFFNESS,
@@ -221,10 +221,6 @@ class GraspCell:
         raw.pad_pos[row] = d.geom_xpos[idx.pad_geoms]
         raw.pad_rot[row] = d.geom_xmat[idx.pad_geoms].reshape(2, 3, 3)
         raw.contacts[row] = _active_contacts(d)
-
-    def tcp_jacobian(self) -> np.ndarray:
-        """6×6 TCP Jacobian at the current state."""
-        return tcp_jacobian(self.model, self.data, self.index)
 
 
 def _active_contacts(data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -137,7 +137,6 @@ def cell_xml(config: CellConfig, num_objects: int) -> str:
 """
 
 
-GEOM_OTHER: Final = 0
 GEOM_TABLE: Final = 1
 GEOM_ARM: Final = 2
 GEOM_FINGER: Final = 3
