@@ -28,22 +28,24 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import mujoco
 import numpy as np
 
+from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.policies import ScriptedGraspPolicy
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig
-from graspfleet.sim.policies import ScriptedGraspPolicy
 from graspfleet.sim.tiers import get_tier
 
 
 def record(config: CellConfig, tier: str, cells: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Actions ``(steps, cells, 8)`` of the scripted policy and the done flags ``(steps, cells)``."""
-    batch = GraspCellBatch(config, get_tier(tier), cells, seed=seed)
+    """Joint-level actions ``(steps, cells, 8)`` that the scripted policy's Cartesian commands
+    became through the action pipeline, and the done flags ``(steps, cells)``."""
+    batch = CartesianBackend(GraspCellBatch(config, get_tier(tier), cells, seed=seed), config)
     policy = ScriptedGraspPolicy(config, cells)
     obs, _ = batch.reset()
     actions = np.zeros((steps, cells, 8))
     done = np.zeros((steps, cells), dtype=bool)
     for k in range(steps):
-        actions[k] = policy.act(obs)
-        obs, _, terminated, truncated, _ = batch.step(actions[k])
+        obs, _, terminated, truncated, info = batch.step(policy.act(obs))
+        actions[k] = info["joint_action"]
         done[k] = terminated | truncated
         policy.reset(done[k])
     return actions, done

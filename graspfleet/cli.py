@@ -93,19 +93,21 @@ def sim(
     overrides: SetOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
-    """Run grasp cells with a scripted or random policy and show what happens."""
-    from graspfleet.sim.policies import RandomJointPolicy, ScriptedGraspPolicy
+    """Run grasp cells with a scripted or random policy, through the safe action pipeline, and
+    show what happens (success and outcome rates, holds, out-of-bounds proposals, steps/s)."""
+    from graspfleet.actions.cartesian import CartesianBackend
+    from graspfleet.policies import RandomCartesianPolicy, ScriptedGraspPolicy
 
     try:
         cell_config, tier_config = resolve_config(tier, config_file, overrides)
-        batch = make_backend(backend, cell_config, tier_config, cells, seed=seed)
+        batch = CartesianBackend(make_backend(backend, cell_config, tier_config, cells, seed=seed), cell_config)
     except (ConfigError, BackendUnavailable, ValueError) as exc:
         raise _fail(str(exc)) from None
     driver: Any
     if policy is PolicyName.scripted:
         driver = ScriptedGraspPolicy(cell_config, cells)
     else:
-        driver = RandomJointPolicy(cell_config, cells, batch.action_low, batch.action_high, seed=seed)
+        driver = RandomCartesianPolicy(cell_config, cells, seed=seed)
 
     if json_output:
         summary = run_episodes(batch, driver, episodes, seed=seed)
@@ -133,7 +135,7 @@ def sim(
                 completed=s.episodes,
                 stats=(
                     f"{s.steps_per_second:,.0f} steps/s  success {o['success']}  collision {o['collision']}  "
-                    f"slip {o['slip']}  overshoot {o['force_overshoot']}"
+                    f"slip {o['slip']}  overshoot {o['force_overshoot']}  holds {s.holds}"
                 ),
             )
 
@@ -142,13 +144,20 @@ def sim(
 
 
 def _summary_table(summary: RunSummary) -> Table:
-    table = Table(title="outcomes", show_edge=False)
+    table = Table(title=f"outcomes: success rate {summary.rate('success'):.1%}", show_edge=False)
     table.add_column("outcome")
     table.add_column("episodes", justify="right")
     table.add_column("rate", justify="right")
     for name, count in summary.outcomes.items():
         table.add_row(name, str(count), f"{summary.rate(name):.1%}")
     table.add_row("fell off the table", str(summary.fell), f"{summary.fell / max(summary.episodes, 1):.1%}")
+    steps = max(summary.control_steps, 1)
+    table.add_row("[dim]holds (per control step)[/]", str(summary.holds), f"{summary.holds / steps:.2%}")
+    table.add_row(
+        "[dim]out-of-bounds proposals (per step)[/]",
+        str(summary.out_of_bounds_proposed),
+        f"{summary.out_of_bounds_proposed / steps:.2%}",
+    )
     table.caption = (
         f"{summary.episodes} episodes, {summary.control_steps:,} control steps in {summary.seconds:.1f} s "
         f"({summary.steps_per_second:,.0f} steps/s); mean return {summary.as_dict()['mean_return']}"

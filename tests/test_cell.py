@@ -7,10 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.policies import ScriptedGraspPolicy
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.kinematics import solve_ik, top_down_rotation
-from graspfleet.sim.policies import ScriptedGraspPolicy
 from graspfleet.sim.tiers import get_tier
 from graspfleet.spec import ACTION_FIELDS
 
@@ -88,10 +89,11 @@ def test_backlash_deadband_holds_small_reversals() -> None:
 
 def _rollout(batch: GraspCellBatch, steps: int) -> list[dict[str, np.ndarray]]:
     policy = ScriptedGraspPolicy(batch.config, batch.num_cells)
-    obs, _ = batch.reset(seed=42)
+    backend = CartesianBackend(batch, batch.config)
+    obs, _ = backend.reset(seed=42)
     trace = [obs]
     for _ in range(steps):
-        obs, *_ = batch.step(policy.act(obs))
+        obs, *_ = backend.step(policy.act(obs))
         trace.append({k: v.copy() for k, v in obs.items()})
     return trace
 
@@ -110,9 +112,10 @@ def test_same_seed_same_episode_different_seed_different_episode() -> None:
 
 
 def _run_scripted(batch: GraspCellBatch, policy: ScriptedGraspPolicy, max_steps: int = 300) -> dict[str, np.ndarray]:
-    obs, _ = batch.reset()
+    backend = CartesianBackend(batch, batch.config)
+    obs, _ = backend.reset()
     for _ in range(max_steps):
-        obs, _, terminated, truncated, info = batch.step(policy.act(obs))
+        obs, _, terminated, truncated, info = backend.step(policy.act(obs))
         if terminated[0] or truncated[0]:
             return info
     raise AssertionError("episode did not end")
@@ -130,7 +133,7 @@ def test_scripted_grasp_succeeds_and_terminates() -> None:
 
 def test_crushing_grip_is_a_force_overshoot() -> None:
     batch = make_batch("T0", cells=1, seed=0)
-    info = _run_scripted(batch, ScriptedGraspPolicy(batch.config, 1, grip_force=60.0))
+    info = _run_scripted(batch, ScriptedGraspPolicy(batch.config, 1, max_grip_force=60.0, min_grip_force=60.0))
     assert info["outcome_force_overshoot"][0]
 
 
@@ -159,13 +162,14 @@ def test_pressing_into_the_table_is_a_collision() -> None:
 def test_opening_the_gripper_while_lifted_is_a_slip() -> None:
     batch = make_batch("T0", cells=1, seed=0, autoreset=False)
     policy = ScriptedGraspPolicy(batch.config, 1)
-    obs, _ = batch.reset()
+    backend = CartesianBackend(batch, batch.config)
+    obs, _ = backend.reset()
     lifted = False
     for _ in range(200):
         action = policy.act(obs)
         if lifted:
             action[0, 6] = batch.config.gripper.max_width  # let go
-        obs, _, terminated, truncated, info = batch.step(action)
+        obs, _, terminated, truncated, info = backend.step(action)
         lifted = lifted or (info["grasped"][0] and info["lift"][0] > 0.03)
         if terminated[0] or truncated[0]:
             break

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.policies import ScriptedGraspPolicy
 from graspfleet.sim.camera import RayCamera
 from graspfleet.sim.instruction import decode
-from graspfleet.sim.policies import ScriptedGraspPolicy
 from graspfleet.sim.tiers import TIER_ORDER
 from graspfleet.spec import MASK_KEY, MODALITIES, observation_spec
 
@@ -96,10 +97,11 @@ def test_camera_jitter_moves_the_image() -> None:
 def test_tactile_shows_the_grasp_on_both_pads() -> None:
     batch = make_batch("T0", cells=1, seed=2)
     policy = ScriptedGraspPolicy(batch.config, 1)
-    obs, _ = batch.reset()
+    backend = CartesianBackend(batch, batch.config)
+    obs, _ = backend.reset()
     assert obs["tactile"].max() < 5.0  # only noise before contact (kPa)
     for _ in range(200):
-        obs, *_, info = batch.step(policy.act(obs))
+        obs, *_, info = backend.step(policy.act(obs))
         if info["grasped"][0]:
             break
     assert info["grasped"][0]

@@ -56,14 +56,14 @@ _ARM_XML = f"""
     <geom type="capsule" fromto="0 0 0 0 0 0.1" size="0.05" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
     <body name="link2" pos="0 0 0.1" gravcomp="1">
       <joint name="shoulder_pitch" axis="0 1 0" range="-1.8 1.8"/>
-      <geom type="capsule" fromto="0 0 0 0 0 0.35" size="0.04" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
-      <body name="link3" pos="0 0 0.35" gravcomp="1">
+      <geom type="capsule" fromto="0 0 0 0 0 0.4" size="0.04" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
+      <body name="link3" pos="0 0 0.4" gravcomp="1">
         <joint name="elbow_pitch" axis="0 1 0" range="-2.6 2.6"/>
-        <geom type="capsule" fromto="0 0 0 0 0 0.15" size="0.035" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
-        <body name="link4" pos="0 0 0.15" gravcomp="1">
+        <geom type="capsule" fromto="0 0 0 0 0 0.17" size="0.035" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
+        <body name="link4" pos="0 0 0.17" gravcomp="1">
           <joint name="forearm_roll" axis="0 0 1" range="-2.9 2.9"/>
-          <geom type="capsule" fromto="0 0 0 0 0 0.15" size="0.03" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
-          <body name="link5" pos="0 0 0.15" gravcomp="1">
+          <geom type="capsule" fromto="0 0 0 0 0 0.17" size="0.03" rgba="0.85 0.85 0.88 1" {_ROBOT_BITS}/>
+          <body name="link5" pos="0 0 0.17" gravcomp="1">
             <joint name="wrist_pitch" axis="0 1 0" range="-2.2 2.2"/>
             <geom type="capsule" fromto="0 0 0 0 0 0.06" size="0.03" rgba="0.3 0.3 0.33 1" {_ROBOT_BITS}/>
             <body name="link6" pos="0 0 0.06" gravcomp="1">

@@ -30,6 +30,10 @@ class RunSummary:
     seconds: float = 0.0
     outcomes: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     fell: int = 0
+    holds: int = 0
+    """Control steps where the safe-action cache held the previous command."""
+    out_of_bounds_proposed: int = 0
+    """Control steps where the policy (or its raw IK proposal) exceeded a bound."""
     returns: list[float] = dataclasses.field(default_factory=list)
     lengths: list[int] = dataclasses.field(default_factory=list)
 
@@ -50,6 +54,10 @@ class RunSummary:
             **{f"{name}_count": count for name, count in self.outcomes.items()},
             **{f"{name}_rate": round(self.rate(name), 4) for name in self.outcomes},
             "fell_count": self.fell,
+            "hold_rate": round(self.holds / self.control_steps, 5) if self.control_steps else 0.0,
+            "out_of_bounds_proposed_rate": (
+                round(self.out_of_bounds_proposed / self.control_steps, 5) if self.control_steps else 0.0
+            ),
             "mean_return": round(float(np.mean(self.returns)), 3) if self.returns else 0.0,
             "mean_length": round(float(np.mean(self.lengths)), 2) if self.lengths else 0.0,
         }
@@ -76,6 +84,9 @@ def run_episodes(
     while summary.episodes < episodes:
         obs, _, terminated, truncated, info = backend.step(policy.act(obs))
         summary.control_steps += backend.num_cells
+        if "held" in info:
+            summary.holds += int(info["held"].sum())
+            summary.out_of_bounds_proposed += int(info["out_of_bounds_proposed"].sum())
         done = terminated | truncated
         if done.any():
             for i in np.flatnonzero(done)[: episodes - summary.episodes]:

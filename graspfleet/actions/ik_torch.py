@@ -1,0 +1,143 @@
+"""Differentiable arm kinematics and damped-least-squares IK in PyTorch, for the learner.
+
+The chain is read from the grasp cell's MuJoCo model (body offsets, joint axes, the TCP site),
+so it is the same arm the actors drive. Everything is batched and differentiable: the learner
+back-propagates through IK and through :meth:`TorchArmKinematics.reachability_penalty` so the
+policy learns to avoid unreachable or near-singular regions (seed section 5, layer 2).
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import torch
+
+from graspfleet.actions.config import ActionConfig
+from graspfleet.geometry import se3_torch as lie
+from graspfleet.sim.config import CellConfig
+from graspfleet.sim.model import ARM_JOINTS, TCP_SITE, CellIndex, cell_xml
+
+
+def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
+    out = np.zeros(9)
+    mujoco.mju_quat2Mat(out, np.asarray(q, dtype=np.float64))
+    return out.reshape(3, 3)
+
+
+def _fixed_transform(pos: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3] = _quat_wxyz_to_matrix(quat_wxyz)
+    pose[:3, 3] = pos
+    return pose
+
+
+class TorchArmKinematics:
+    """Forward kinematics, geometric Jacobian and DLS IK of the arm, batched in PyTorch."""
+
+    def __init__(
+        self, cell: CellConfig, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    ) -> None:
+        model = mujoco.MjSpec.from_string(cell_xml(cell, 1)).compile()
+        index = CellIndex.build(model, 1)
+        joint_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in ARM_JOINTS]
+        bodies = [int(model.jnt_bodyid[j]) for j in joint_ids]
+        # world → parent of the first jointed body (static bodies of the base)
+        root = np.eye(4)
+        chain = []
+        b = int(model.body_parentid[bodies[0]])
+        while b != 0:
+            chain.append(b)
+            b = int(model.body_parentid[b])
+        for b in reversed(chain):
+            root = root @ _fixed_transform(model.body_pos[b], model.body_quat[b])
+        offsets = [_fixed_transform(model.body_pos[b], model.body_quat[b]) for b in bodies]
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, TCP_SITE)
+        tcp = _fixed_transform(model.site_pos[site], model.site_quat[site])
+
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+        self.root = tensor(root)
+        self.offsets = tensor(np.stack(offsets))
+        self.axes = tensor(model.jnt_axis[joint_ids])
+        self.anchors = tensor(model.jnt_pos[joint_ids])
+        self.tcp_offset = tensor(tcp)
+        self.joint_low = tensor(index.joint_low)
+        self.joint_high = tensor(index.joint_high)
+        self.dtype = dtype
+
+    def frames(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """World joint axes ``(B, 6, 3)``, joint anchors ``(B, 6, 3)`` and the TCP pose ``(B, 4, 4)``."""
+        batch = q.shape[:-1]
+        pose = self.root.expand(*batch, 4, 4)
+        axes, anchors = [], []
+        for j in range(q.shape[-1]):
+            pose = pose @ self.offsets[j]
+            anchor = pose[..., :3, :3] @ self.anchors[j] + pose[..., :3, 3]
+            axis = pose[..., :3, :3] @ self.axes[j]
+            axes.append(axis)
+            anchors.append(anchor)
+            local = torch.zeros(*batch, 4, 4, dtype=q.dtype, device=q.device)
+            rotation = lie.so3_exp(self.axes[j] * q[..., j, None])
+            local[..., :3, :3] = rotation
+            local[..., :3, 3] = self.anchors[j] - rotation @ self.anchors[j]
+            local[..., 3, 3] = 1.0
+            pose = pose @ local
+        return torch.stack(axes, -2), torch.stack(anchors, -2), pose @ self.tcp_offset
+
+    def tcp_pose(self, q: torch.Tensor) -> torch.Tensor:
+        """TCP poses ``(B, 4, 4)`` at joint angles ``q`` ``(B, 6)`` (rad)."""
+        return self.frames(q)[2]
+
+    def jacobian(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TCP pose and geometric Jacobian ``(B, 6, 6)``: rows ``z × (p_tcp − p_j)`` then ``z``."""
+        axes, anchors, pose = self.frames(q)
+        linear = torch.linalg.cross(axes, pose[..., None, :3, 3] - anchors, dim=-1)
+        return pose, torch.cat([linear, axes], -1).transpose(-1, -2)
+
+    def solve(
+        self,
+        target: torch.Tensor,
+        q_init: torch.Tensor,
+        iterations: int = 5,
+        damping: float = 0.05,
+        rotation_weight: float = 0.3,
+    ) -> torch.Tensor:
+        """Differentiable DLS IK: ``q ← q + Jᵀ(JJᵀ + λ²I)⁻¹ W e`` from ``q_init`` towards ``target``.
+
+        Unconstrained (like the actor's raw proposal); differentiable w.r.t. ``target`` and ``q_init``.
+        """
+        weights = torch.tensor([1, 1, 1, rotation_weight, rotation_weight, rotation_weight], dtype=q_init.dtype)
+        eye = torch.eye(6, dtype=q_init.dtype, device=q_init.device)
+        q = q_init
+        for _ in range(iterations):
+            pose, jac = self.jacobian(q)
+            error = (
+                torch.cat(
+                    [
+                        target[..., :3, 3] - pose[..., :3, 3],
+                        lie.so3_log(target[..., :3, :3] @ pose[..., :3, :3].transpose(-1, -2)),
+                    ],
+                    -1,
+                )
+                * weights
+            )
+            wjac = jac * weights[:, None]
+            step = wjac.transpose(-1, -2) @ torch.linalg.solve(
+                wjac @ wjac.transpose(-1, -2) + damping**2 * eye, error[..., None]
+            )
+            q = q + step[..., 0]
+        return q
+
+    def reachability_penalty(self, q: torch.Tensor, config: ActionConfig) -> torch.Tensor:
+        """Per-sample penalty ≥ 0, zero where the action pipeline would pass the command: how far
+        σ_min(J) is below its threshold, plus how far the TCP is outside the workspace (m) and the
+        joints outside their limits (rad)."""
+        pose, jac = self.jacobian(q)
+        sigma_min = torch.linalg.svdvals(jac)[..., -1]
+        p = pose[..., :3, 3]
+        low = torch.tensor([config.workspace_x.low, config.workspace_y.low, config.workspace_z.low], dtype=q.dtype)
+        high = torch.tensor([config.workspace_x.high, config.workspace_y.high, config.workspace_z.high], dtype=q.dtype)
+        outside = torch.relu(low - p) + torch.relu(p - high)
+        beyond = torch.relu(self.joint_low - q) + torch.relu(q - self.joint_high)
+        return torch.relu(config.min_singular_value - sigma_min) + outside.sum(-1) + beyond.sum(-1)

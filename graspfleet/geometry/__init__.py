@@ -1,0 +1,1 @@
+"""Lie-group geometry shared by actors (NumPy) and learner (PyTorch)."""

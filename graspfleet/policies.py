@@ -1,0 +1,170 @@
+"""Policies that drive grasp cells without learning, through the Cartesian action pipeline.
+
+:class:`ScriptedGraspPolicy` is the conservative controller (approach above the target,
+descend, close with a force limit, lift): the fallback the guardian switches to, and the proof
+that the cell is graspable. It reads the target's pose from the ``privileged`` observation, as
+a scripted expert may, and the arm's pose from the measured joints. :class:`RandomCartesianPolicy`
+emits random twists and gripper commands. Both emit Cartesian actions
+``(ρ, ω, width, force)`` for :class:`graspfleet.actions.cartesian.CartesianBackend`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from graspfleet.actions.config import ActionConfig
+from graspfleet.geometry import se3
+from graspfleet.sim.config import CellConfig
+from graspfleet.sim.kinematics import ArmKinematics, top_down_rotation
+from graspfleet.sim.reward import GRAVITY
+
+
+class Phase(enum.IntEnum):
+    """Stages of the scripted grasp."""
+
+    APPROACH = 0
+    DESCEND = 1
+    CLOSE = 2
+    LIFT = 3
+
+
+def grasp_yaw(quat_wxyz: np.ndarray) -> float:
+    """Yaw (rad) for closing across an upright object's faces, folded into [−π/4, π/4]."""
+    w, _, _, z = quat_wxyz
+    yaw = 2.0 * np.arctan2(z, w)
+    return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+
+
+def limit_twist(twist: np.ndarray, config: ActionConfig) -> np.ndarray:
+    """Scale a twist's translation and rotation parts back to the pipeline's per-step limits."""
+    rho, omega = twist[:3], twist[3:]
+    rho = rho * min(1.0, config.max_translation_step / max(float(np.linalg.norm(rho)), 1e-12))
+    omega = omega * min(1.0, config.max_rotation_step / max(float(np.linalg.norm(omega)), 1e-12))
+    return np.concatenate([rho, omega])
+
+
+class ScriptedGraspPolicy:
+    """Top-down grasp by moving waypoints, one state machine per cell.
+
+    Each step the waypoint advances towards the phase's goal at ``tcp_speed``; the action is
+    the twist from the measured TCP pose to the waypoint (pointing down, yawed to the object's
+    faces), kept within the pipeline's step limits, plus the gripper command.
+    """
+
+    def __init__(
+        self,
+        config: CellConfig,
+        num_cells: int,
+        action_config: ActionConfig | None = None,
+        approach_height: float = 0.12,
+        lift_height: float = 0.15,
+        tcp_speed: float = 0.5,
+        max_grip_force: float = 15.0,
+        min_grip_force: float = 4.0,
+        grip_safety: float = 2.5,
+        close_steps: int = 12,
+        tolerance: float = 0.01,
+        min_grasp_height: float = 0.03,
+    ) -> None:
+        """Heights in m, speed in m/s, forces per jaw in N; ``min_grasp_height`` keeps the
+        fingertips off the table. The grip force is ``grip_safety`` times the friction-limited
+        holding force ``m·g/(2μ)`` of the target (from the privileged state), kept within
+        ``[min_grip_force, max_grip_force]``: enough to hold, not enough to crush."""
+        self.config = config
+        self.action_config = action_config or ActionConfig()
+        self.num_cells = num_cells
+        self.approach_height = approach_height
+        self.lift_height = lift_height
+        self.step_length = tcp_speed * config.physics.control_period
+        self.max_grip_force = min(max_grip_force, config.gripper.max_force)
+        self.min_grip_force = min(min_grip_force, self.max_grip_force)
+        self.grip_safety = grip_safety
+        self.close_steps = close_steps
+        self.tolerance = tolerance
+        self.min_grasp_height = min_grasp_height
+        self.kinematics = ArmKinematics(config)
+        self.phase = np.zeros(num_cells, dtype=np.int64)
+        self.phase_steps = np.zeros(num_cells, dtype=np.int64)
+        self.waypoint = np.full((num_cells, 3), np.nan)
+        self.yaw = np.zeros(num_cells)
+        self.lift_goal = np.zeros(num_cells)
+
+    def reset(self, which: np.ndarray) -> None:
+        """Restart the state machine of the cells where ``which`` is true."""
+        self.phase[which] = Phase.APPROACH
+        self.phase_steps[which] = 0
+        self.waypoint[which] = np.nan
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Cartesian actions ``(num_cells, 8)`` for the current observation."""
+        actions = np.zeros((self.num_cells, 8))
+        privileged = obs["privileged"].astype(np.float64)
+        joints = obs["proprio"][:, :6].astype(np.float64)
+        for i in range(self.num_cells):
+            tcp = self.kinematics.tcp_pose(joints[i])
+            target = privileged[i, :3]
+            if np.isnan(self.waypoint[i, 0]):
+                self.waypoint[i] = tcp[:3, 3]
+                self.yaw[i] = grasp_yaw(privileged[i, 3:7])
+            grasp_z = max(target[2], self.min_grasp_height)
+            phase = Phase(self.phase[i])
+            if phase == Phase.APPROACH:
+                goal = np.array([target[0], target[1], grasp_z + self.approach_height])
+            elif phase == Phase.DESCEND:
+                goal = np.array([target[0], target[1], grasp_z])
+            elif phase == Phase.CLOSE:
+                goal = self.waypoint[i].copy()
+            else:
+                goal = np.array([self.waypoint[i, 0], self.waypoint[i, 1], self.lift_goal[i]])
+            delta = goal - self.waypoint[i]
+            distance = float(np.linalg.norm(delta))
+            if distance > self.step_length:
+                delta *= self.step_length / distance
+            self.waypoint[i] += delta
+            waypoint_pose = se3.make_pose(top_down_rotation(self.yaw[i]), self.waypoint[i])
+            actions[i, :6] = limit_twist(se3.twist_between_at_point(tcp, waypoint_pose), self.action_config)
+            reached = distance <= self.step_length and float(np.linalg.norm(tcp[:3, 3] - goal)) < self.tolerance
+            self.phase_steps[i] += 1
+            if phase == Phase.APPROACH and reached:
+                self._advance(i, Phase.DESCEND)
+            elif phase == Phase.DESCEND and reached:
+                self._advance(i, Phase.CLOSE)
+            elif phase == Phase.CLOSE and self.phase_steps[i] >= self.close_steps:
+                self.lift_goal[i] = self.waypoint[i, 2] + self.lift_height
+                self._advance(i, Phase.LIFT)
+            actions[i, 6] = 0.0 if self.phase[i] >= Phase.CLOSE else self.config.gripper.max_width
+            mass, friction = privileged[i, 7], max(privileged[i, 8], 1e-3)
+            hold_per_jaw = mass * GRAVITY / (2.0 * friction)
+            actions[i, 7] = np.clip(self.grip_safety * hold_per_jaw, self.min_grip_force, self.max_grip_force)
+        return actions
+
+    def _advance(self, cell: int, phase: Phase) -> None:
+        self.phase[cell] = phase
+        self.phase_steps[cell] = 0
+
+
+class RandomCartesianPolicy:
+    """Gaussian twists (σ = the per-step limits, so some exceed them) and uniform gripper commands."""
+
+    def __init__(
+        self, config: CellConfig, num_cells: int, action_config: ActionConfig | None = None, seed: int | None = None
+    ) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.config = config
+        self.action_config = action_config or ActionConfig()
+        self.num_cells = num_cells
+
+    def reset(self, which: np.ndarray) -> None:
+        """Nothing to forget: the policy is memoryless."""
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Random Cartesian actions ``(num_cells, 8)``."""
+        a = self.action_config
+        scale = np.array([a.max_translation_step] * 3 + [a.max_rotation_step] * 3)
+        twist = self.rng.normal(0.0, 1.0, (self.num_cells, 6)) * scale
+        gripper = self.rng.uniform(
+            [0.0, 0.0], [self.config.gripper.max_width, self.config.gripper.max_force], (self.num_cells, 2)
+        )
+        return np.concatenate([twist, gripper], axis=1)
