@@ -10,17 +10,36 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps run sim test test-all pytest lint format typecheck bench clean
+PROTO_SRC := $(shell find protos -name '*.proto')
+PROTO_GEN := graspfleet/replay/v1/replay_pb2.py
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+
+.PHONY: help setup system-deps protos proto-lint run sim test test-all pytest lint format typecheck bench clean
 
 help:
-	@echo "make setup      create .venv and install everything (idempotent)"
+	@echo "make setup      create .venv, install everything, generate the protocol code (idempotent)"
+	@echo "make protos     regenerate Python code from protos/ (runs when a .proto changes)"
 	@echo "make run        the main job: graspfleet sim (until the training loop lands)"
 	@echo "make test       lint + typecheck + the default test suite (CI runs this)"
 	@echo "make test-all   the whole suite, slow tests included"
 	@echo "make bench      benchmarks (figures quoted in README.md)"
 	@echo "make lint | format | typecheck | clean"
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps $(PROTO_GEN)
+
+protos: $(PROTO_GEN)
+
+$(PROTO_GEN): $(PROTO_SRC) $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)
+	@touch $(PROTO_GEN)
+
+# buf (from npm) lints the protos; skipped with a note where npm is missing.
+proto-lint:
+	@if command -v npm >/dev/null 2>&1; then \
+	  test -x $(BUF) || npm install --silent --no-save --prefix .tools @bufbuild/buf@$(BUF_VERSION) >/dev/null; \
+	  $(BUF) lint protos; \
+	else echo "npm not found: skipping buf lint of protos/"; fi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,7 +69,7 @@ test: lint typecheck pytest
 test-all: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: setup
+lint: setup proto-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -63,6 +82,8 @@ typecheck: setup
 
 bench: setup
 	OMP_NUM_THREADS=1 $(BIN)/python bench/sim.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/safety.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/replay.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .mypy_cache .ruff_cache graspfleet/replay/v1/*_pb2*

@@ -206,6 +206,118 @@ def show_config(
     print(yaml.safe_dump({"cell": to_mapping(cell_config), "tier": to_mapping(tier_config)}, sort_keys=False))
 
 
+replay_app = typer.Typer(help="The sharded replay service.", no_args_is_help=True)
+app.add_typer(replay_app, name="replay")
+
+
+def _load_signature(source: str) -> Any:
+    """``grasp`` (the grasp cell's transitions) or a JSON/YAML file listing columns."""
+    from replay.signature import Signature, grasp_signature
+
+    if source == "grasp":
+        return grasp_signature()
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"--signature: {source!r} is neither 'grasp' nor a file")
+    data = yaml.safe_load(path.read_text())
+    columns = data.get("columns") if isinstance(data, dict) else data
+    if not isinstance(columns, list):
+        raise ConfigError(f"{path}: expected a list of columns (name, dtype, shape, observation)")
+    try:
+        return Signature.from_mapping(columns)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+@replay_app.command("serve")
+def replay_serve(
+    port: Annotated[int, typer.Option(help="gRPC port (0 picks a free one).")] = 50051,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    capacity: Annotated[int, typer.Option(help="Steps held before the oldest are removed.")] = 100_000,
+    sampler: Annotated[str, typer.Option(help="uniform or prioritized.")] = "uniform",
+    min_size: Annotated[int, typer.Option(help="Steps inserted before sampling may start.")] = 1_000,
+    samples_per_insert: Annotated[float, typer.Option(help="Target sampled rows per inserted step (0: off).")] = 0.0,
+    error_buffer: Annotated[float, typer.Option(help="Slack of the sample-to-insert ratio.")] = 10_000.0,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go; restored at start.")] = None,
+    checkpoint_interval: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 60.0,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of the Prometheus /metrics endpoint.")] = None,
+    signature: Annotated[str, typer.Option(help="'grasp' or a JSON/YAML file of columns.")] = "grasp",
+    max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message (MiB).")] = 64,
+) -> None:
+    """Serve one replay shard until SIGINT/SIGTERM (a final checkpoint is taken on the way out)."""
+    import logging
+
+    from replay.config import ShardConfig
+    from replay.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = ShardConfig(
+            capacity=capacity,
+            sampler=sampler,  # type: ignore[arg-type]
+            min_size_to_sample=min_size,
+            samples_per_insert=samples_per_insert,
+            error_buffer=error_buffer,
+            checkpoint_interval=checkpoint_interval,
+            max_message_bytes=max_message_mb * 1024 * 1024,
+        )
+        table_signature = _load_signature(signature)
+        serve(table_signature, config, port, host, checkpoint_dir, metrics_port)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@replay_app.command("info")
+def replay_info(
+    address: Annotated[list[str], typer.Option("--address", "-a", help="Shard address host:port (repeatable).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the size, counters and signature of replay shards."""
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from graspfleet.replay.v1 import replay_pb2 as pb
+    from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
+    from replay.client import channel
+
+    infos = {}
+    for addr in address:
+        with channel(addr) as ch:
+            try:
+                infos[addr] = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10)
+            except grpc.RpcError as exc:
+                raise _fail(f"{addr}: {exc.code().name}: {exc.details()}") from None
+    if json_output:
+        print(json.dumps({a: MessageToDict(i, preserving_proto_field_name=True) for a, i in infos.items()}))
+        return
+    table = Table(title="replay shards", show_edge=False)
+    for column in (
+        "shard",
+        "size / capacity",
+        "MB",
+        "inserted",
+        "sampled",
+        "evicted",
+        "rejected",
+        "tiers",
+        "checkpoints",
+    ):
+        table.add_column(column)
+    for addr, i in infos.items():
+        table.add_row(
+            addr,
+            f"{i.size:,} / {i.capacity:,}",
+            f"{i.bytes / 1e6:.1f}",
+            f"{i.inserted_steps:,}",
+            f"{i.sampled_items:,}",
+            f"{i.evicted_steps:,}",
+            f"{i.rejected_chunks:,}",
+            ", ".join(f"T{k}:{v}" for k, v in sorted(i.tier_counts.items())),
+            str(i.checkpoints),
+        )
+    console.print(table)
+
+
 @app.command()
 def version() -> None:
     """Print graspfleet's version."""

@@ -1,0 +1,1 @@
+"""Generated protocol code of the replay data plane (``make protos`` from ``protos/``)."""

@@ -1,0 +1,536 @@
+"""Clients of the replay shards: a trajectory writer for actors and a batch sampler for the learner.
+
+Both hide the gRPC stubs and map gRPC errors to this module's exceptions:
+``INVALID_ARGUMENT`` → :class:`InvalidTrajectory`, ``UNAVAILABLE``/deadlines → retried (the
+writer buffers, the sampler reconnects), anything else → :class:`ReplayError`.
+
+**Writer.** An actor's steps are packed into chunks of ``chunk_length`` steps; a background
+thread streams them to the actor's shard (chosen by consistent hashing of the actor id over
+the shard addresses). Each chunk carries the writer's sequence number. The writer keeps every
+chunk until the shard reports it *durable* (inside a completed checkpoint), so when a shard
+restarts from its checkpoint, the writer sees the shard's accepted sequence fall behind and
+resends what it lost; the shard drops duplicates. Chunks not yet accepted are never dropped:
+when too many are pending, ``append`` blocks (backpressure). Accepted-but-not-durable chunks
+beyond ``max_retained_bytes`` are released oldest first and counted (``unprotected_chunks``):
+those, and only those, could be lost if the shard crashed before its next checkpoint.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import grpc
+import numpy as np
+
+from graspfleet.replay.v1 import replay_pb2 as pb
+from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
+from replay.server import ACCEPTED_SEQUENCE_KEY, WRITER_ID_KEY
+from replay.signature import ColumnSpec, Signature, decode, encode
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ReplayError(RuntimeError):
+    """A replay operation failed for a reason retrying will not fix."""
+
+
+class InvalidTrajectory(ReplayError, ValueError):
+    """The shard refused a chunk; the message names the field."""
+
+
+class ReplayUnavailable(ReplayError):
+    """No shard answered within the deadline."""
+
+
+class ReplayBackpressure(ReplayError):
+    """The writer's buffer stayed full for longer than the timeout (the shards are not keeping up)."""
+
+
+def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """An insecure channel to a shard with the message size limits set."""
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+
+
+def _map_error(error: grpc.RpcError) -> ReplayError:
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidTrajectory(details)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ReplayUnavailable(details)
+    return ReplayError(f"{code}: {details}")
+
+
+def _retriable(error: grpc.RpcError) -> bool:
+    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+class HashRing:
+    """Consistent hashing of keys onto shard addresses (``replicas`` virtual nodes each)."""
+
+    def __init__(self, addresses: Sequence[str], replicas: int = 64) -> None:
+        if not addresses:
+            raise ValueError("a hash ring needs at least one shard address")
+        points = sorted((self._hash(f"{a}#{i}"), a) for a in addresses for i in range(replicas))
+        self._keys = [p for p, _ in points]
+        self._nodes = [a for _, a in points]
+
+    @staticmethod
+    def _hash(text: str) -> int:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+    def shard_for(self, key: str) -> str:
+        i = bisect.bisect(self._keys, self._hash(key)) % len(self._keys)
+        return self._nodes[i]
+
+
+def fetch_signature(address: str, timeout: float = 10.0) -> Signature:
+    """The table signature a shard reports."""
+    with channel(address) as ch:
+        try:
+            info = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _map_error(exc) from None
+    return Signature(ColumnSpec.from_proto(c) for c in info.signature)
+
+
+class _Chunk(NamedTuple):
+    sequence: int
+    message: pb.TrajectoryChunk
+    size: int
+
+
+class WriterStats(NamedTuple):
+    appended_steps: int
+    sent_chunks: int
+    accepted_chunks: int
+    resent_chunks: int
+    unprotected_chunks: int
+    durable_sequence: int
+    accepted_sequence: int
+
+
+class ReplayWriter:
+    """Streams one actor's trajectories to its replay shard; a context manager.
+
+    ``append(step)`` takes one step (a mapping with every signature column, per-step shapes);
+    ``end_episode(final_observation, outcome)`` adds the final observation as the episode's last
+    step (non-observation columns zero) and starts a new episode; ``flush()`` waits until every
+    chunk so far is accepted by the shard.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        actor_id: str,
+        signature: Signature | None = None,
+        chunk_length: int = 32,
+        max_pending_chunks: int = 256,
+        max_retained_bytes: int = 256 * 1024 * 1024,
+        chunks_per_stream: int = 64,
+        writer_id: str | None = None,
+        timeout: float = 60.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if chunk_length < 1:
+            raise ValueError(f"chunk_length: must be >= 1, got {chunk_length}")
+        self.address = HashRing(addresses).shard_for(actor_id)
+        self.actor_id = actor_id
+        self.writer_id = writer_id or f"{actor_id}/{uuid.uuid4().hex[:12]}"
+        self.signature = signature or fetch_signature(self.address)
+        self.chunk_length = chunk_length
+        self.max_pending_chunks = max_pending_chunks
+        self.max_retained_bytes = max_retained_bytes
+        self.chunks_per_stream = chunks_per_stream
+        self.timeout = timeout
+        self.episode_id = int(uuid.uuid4().int & 0x7FFFFFFFFFFF)
+        self.tier = 0
+        self.policy_version = 0
+        self._buffers = {c.name: np.zeros((chunk_length, *c.shape), dtype=c.np_dtype) for c in self.signature.columns}
+        self._rows = 0
+        self._offset = 0
+        self._sequence = itertools.count(1)
+        self._pending: deque[_Chunk] = deque()
+        self._retained: deque[_Chunk] = deque()
+        self._retained_bytes = 0
+        self._lock = threading.Condition()
+        self._error: ReplayError | None = None
+        self._closed = False
+        self._appended = 0
+        self._sent = self._accepted = self._resent = self._unprotected = 0
+        self._accepted_sequence = 0
+        self._durable_sequence = 0
+        self._restarts = 0
+        self._channel = channel(self.address, max_message_bytes)
+        self._stub = pb_grpc.ReplayShardServiceStub(self._channel)
+        self._thread = threading.Thread(target=self._send_loop, daemon=True, name=f"replay-writer-{actor_id}")
+        self._thread.start()
+
+    # -- actor side --------------------------------------------------------------------------------
+
+    def __enter__(self) -> ReplayWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def append(self, step: Mapping[str, Any]) -> None:
+        """Add one step; every signature column must be present with its per-step shape."""
+        self._raise_error()
+        unknown = set(step) - set(self._buffers)
+        if unknown:
+            raise InvalidTrajectory(f"step: unknown column {sorted(unknown)[0]!r}")
+        missing = [name for name in self._buffers if name not in step]
+        if missing:
+            raise InvalidTrajectory(f"step: missing column {missing[0]!r}")
+        self._add(step)
+
+    def end_episode(self, final_observation: Mapping[str, Any], outcome: pb.EpisodeOutcome | None = None) -> None:
+        """Close the episode with its final observation (the ``is_last`` step) and start another."""
+        self._raise_error()
+        missing = [c for c in self.signature.observation_columns if c not in final_observation]
+        if missing:
+            raise InvalidTrajectory(f"final_observation: missing column {missing[0]!r}")
+        self._add(
+            {
+                c.name: final_observation[c.name] if c.observation else np.zeros(c.shape, c.np_dtype)
+                for c in self.signature.columns
+            }
+        )
+        self._seal(end_of_episode=True, outcome=outcome)
+        self.episode_id += 1
+        self._offset = 0
+
+    def _add(self, step: Mapping[str, Any]) -> None:
+        # A full chunk is sealed when the next step arrives, so the episode's last chunk is
+        # never empty.
+        if self._rows == self.chunk_length:
+            self._seal(end_of_episode=False)
+        for name, buffer in self._buffers.items():
+            value = np.asarray(step[name])
+            if value.shape != buffer.shape[1:]:
+                raise InvalidTrajectory(f"step[{name}]: expected shape {buffer.shape[1:]}, got {value.shape}")
+            buffer[self._rows] = value
+        self._rows += 1
+        self._appended += 1
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Seal the partial chunk and wait until the shard has accepted everything so far.
+
+        Also asks the shard what it holds, so chunks a restarted shard lost are resent even when
+        nothing new is pending."""
+        if self._rows:
+            self._seal(end_of_episode=False)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        synced = False
+        while True:
+            with self._lock:
+                while self._pending and self._error is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ReplayUnavailable(
+                            f"flush: shard {self.address} did not accept {len(self._pending)} pending chunks in time"
+                        )
+                    self._lock.wait(min(remaining, 0.1))
+            self._raise_error()
+            if synced:
+                return
+            synced = True
+            try:
+                summary = self._stub.InsertStream(
+                    iter(()), timeout=max(deadline - time.monotonic(), 0.1), metadata=((WRITER_ID_KEY, self.writer_id),)
+                )
+            except grpc.RpcError as exc:
+                raise _map_error(exc) from None
+            with self._lock:
+                self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
+                if self._pending:
+                    synced = False
+                    self._lock.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop the sender."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+            with self._lock:
+                self._lock.notify_all()
+            self._thread.join(5)
+            self._channel.close()
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(
+                self._appended,
+                self._sent,
+                self._accepted,
+                self._resent,
+                self._unprotected,
+                self._durable_sequence,
+                self._accepted_sequence,
+            )
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _seal(self, end_of_episode: bool, outcome: pb.EpisodeOutcome | None = None) -> None:
+        rows = self._rows
+        sequence = next(self._sequence)
+        message = pb.TrajectoryChunk(
+            writer_id=self.writer_id,
+            sequence=sequence,
+            actor_id=self.actor_id,
+            episode_id=self.episode_id,
+            step_offset=self._offset,
+            tier=self.tier,
+            policy_version=self.policy_version,
+            end_of_episode=end_of_episode,
+        )
+        if outcome is not None:
+            message.outcome.CopyFrom(outcome)
+        for name, buffer in self._buffers.items():
+            encode(buffer[:rows], message.columns.add(name=name).tensor)
+        self._offset += rows
+        self._rows = 0
+        chunk = _Chunk(sequence, message, message.ByteSize())
+        with self._lock:
+            deadline = time.monotonic() + self.timeout
+            while len(self._pending) >= self.max_pending_chunks and self._error is None:
+                if time.monotonic() >= deadline:
+                    raise ReplayBackpressure(
+                        f"append: {len(self._pending)} chunks pending for shard {self.address} for {self.timeout} s"
+                    )
+                self._lock.wait(0.1)
+            self._pending.append(chunk)
+            self._lock.notify_all()
+
+    # -- sender thread -------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait(0.5)
+                if self._closed and not self._pending:
+                    return
+                batch = list(itertools.islice(self._pending, self.chunks_per_stream))
+            try:
+                summary = self._stub.InsertStream(
+                    iter([c.message for c in batch]),
+                    timeout=self.timeout,
+                    metadata=((WRITER_ID_KEY, self.writer_id),),
+                )
+            except grpc.RpcError as exc:
+                if _retriable(exc):
+                    if self._closed:
+                        return
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                accepted = _accepted_from(exc)
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and accepted is not None:
+                    # The shard restarted from a checkpoint: resend what it no longer holds.
+                    with self._lock:
+                        self._acknowledge(accepted, durable=min(self._durable_sequence, accepted))
+                        if self._pending and self._pending[0].sequence != accepted + 1:
+                            self._pending[0].message.resume = True  # the chunks between are gone
+                        self._lock.notify_all()
+                    continue
+                with self._lock:
+                    self._sent += len(batch)
+                    self._acknowledge(accepted or 0, durable=self._durable_sequence)
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and self._pending:
+                        self._pending.popleft()  # the refused chunk cannot succeed on a retry
+                    self._error = _map_error(exc)
+                    self._lock.notify_all()
+                continue
+            backoff = 0.05
+            with self._lock:
+                self._sent += len(batch)
+                self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
+                self._lock.notify_all()
+
+    def _acknowledge(self, accepted: int, durable: int) -> None:
+        """Apply a shard's view: move accepted chunks to retention, release durable ones, and
+        resend what a restarted shard no longer holds. Call with the lock held."""
+        if accepted < self._accepted_sequence:
+            # The shard restarted from a checkpoint older than what it had accepted: resend.
+            self._restarts += 1
+            lost = [c for c in self._retained if c.sequence > accepted]
+            self._retained = deque(c for c in self._retained if c.sequence <= accepted)
+            self._retained_bytes = sum(c.size for c in self._retained)
+            self._pending.extendleft(reversed(lost))
+            self._resent += len(lost)
+        self._accepted_sequence = accepted
+        self._durable_sequence = max(durable, 0)
+        while self._pending and self._pending[0].sequence <= accepted:
+            chunk = self._pending.popleft()
+            self._accepted += 1
+            self._retained.append(chunk)
+            self._retained_bytes += chunk.size
+        while self._retained and self._retained[0].sequence <= self._durable_sequence:
+            self._retained_bytes -= self._retained.popleft().size
+        while self._retained and self._retained_bytes > self.max_retained_bytes:
+            self._retained_bytes -= self._retained.popleft().size
+            self._unprotected += 1
+
+
+def _accepted_from(error: grpc.RpcError) -> int | None:
+    metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in metadata or ():
+        if key == ACCEPTED_SEQUENCE_KEY:
+            return int(value)
+    return None
+
+
+class SampledBatch(NamedTuple):
+    """A batch from one shard: columns ``(B, …)`` or ``(B, L, …)`` and per-row metadata."""
+
+    columns: dict[str, np.ndarray]
+    keys: np.ndarray
+    probabilities: np.ndarray
+    weights: np.ndarray
+    tiers: np.ndarray
+    policy_versions: np.ndarray
+    burn_in: int
+    shard: str
+
+
+def decode_batch(message: pb.SampledBatch, shard: str) -> SampledBatch:
+    return SampledBatch(
+        columns={c.name: decode(c.tensor, f"columns[{c.name}]") for c in message.columns},
+        keys=np.asarray(message.keys, dtype=np.uint64),
+        probabilities=np.asarray(message.probabilities),
+        weights=np.asarray(message.weights, dtype=np.float32),
+        tiers=np.asarray(message.tiers, dtype=np.int32),
+        policy_versions=np.asarray(message.policy_versions, dtype=np.int64),
+        burn_in=int(message.burn_in),
+        shard=shard,
+    )
+
+
+class ReplaySampler:
+    """Batches from K shards, fanned in, with ``prefetch`` batches decoded ahead; a context manager.
+
+    One thread per shard keeps a server-streaming ``Sample`` call open and reconnects when
+    the shard goes away; :meth:`sample` returns whichever shard's batch is ready first.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        batch_size: int,
+        kind: str = "transition",
+        sequence_length: int = 1,
+        burn_in: int = 0,
+        tiers: Sequence[int] = (),
+        prefetch: int = 4,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if kind not in ("transition", "sequence"):
+            raise ValueError(f"kind: expected 'transition' or 'sequence', got {kind!r}")
+        self.request = pb.SampleRequest(
+            batch_size=batch_size,
+            kind=pb.SAMPLE_KIND_TRANSITION if kind == "transition" else pb.SAMPLE_KIND_SEQUENCE,
+            sequence_length=sequence_length,
+            burn_in=burn_in,
+            tiers=list(tiers),
+        )
+        self._queue: queue.Queue[SampledBatch | ReplayError] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._channels = {a: channel(a, max_message_bytes) for a in addresses}
+        self._calls: dict[str, Any] = {}
+        self._threads = [
+            threading.Thread(target=self._pump, args=(a,), daemon=True, name=f"replay-sampler-{a}") for a in addresses
+        ]
+        for t in self._threads:
+            t.start()
+
+    def __enter__(self) -> ReplaySampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[SampledBatch]:
+        while True:
+            yield self.sample()
+
+    def _pump(self, address: str) -> None:
+        stub = pb_grpc.ReplayShardServiceStub(self._channels[address])
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                call = stub.Sample(self.request)
+                self._calls[address] = call
+                for message in call:
+                    backoff = 0.05
+                    batch = decode_batch(message, address)
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(batch, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                if not _retriable(exc):
+                    self._queue.put(_map_error(exc))
+                    return
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def sample(self, timeout: float | None = 60.0) -> SampledBatch:
+        """The next batch from any shard; raises ReplayUnavailable after ``timeout`` seconds."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise ReplayUnavailable(f"no batch from {len(self._threads)} shards in {timeout} s") from None
+        if isinstance(item, ReplayError):
+            raise item
+        return item
+
+    def update_priorities(self, batch: SampledBatch, priorities: np.ndarray, timeout: float = 10.0) -> int:
+        """Send new priorities for a batch's rows to the shard it came from; returns rows updated."""
+        stub = pb_grpc.ReplayShardServiceStub(self._channels[batch.shard])
+        try:
+            reply = stub.UpdatePriorities(
+                pb.PriorityUpdate(
+                    keys=batch.keys.tolist(), priorities=np.asarray(priorities, dtype=np.float64).tolist()
+                ),
+                timeout=timeout,
+            )
+        except grpc.RpcError as exc:
+            raise _map_error(exc) from None
+        return int(reply.updated)
+
+    def close(self) -> None:
+        self._stop.set()
+        for call in self._calls.values():
+            call.cancel()
+        for t in self._threads:
+            t.join(5)
+        for ch in self._channels.values():
+            ch.close()

@@ -1,0 +1,159 @@
+"""The replay table's parts on their own: sum-tree, rate limiter, storage, episodes, state."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from replay.config import ShardConfig
+from replay.rate_limiter import RateLimiter
+from replay.signature import InvalidChunk
+from replay.sum_tree import SumTree
+from replay.table import NotEnoughData, ReplayTable
+
+from .replay_helpers import SMALL, chunk
+
+
+def test_sum_tree_totals_updates_and_state() -> None:
+    tree = SumTree(5)
+    tree.set(np.array([0, 2, 4]), np.array([1.0, 2.0, 3.0]))
+    assert tree.total == pytest.approx(6.0)
+    tree.set(np.array([2]), np.array([0.5]))
+    assert tree.total == pytest.approx(4.5)
+    counts = np.bincount(tree.sample(np.random.default_rng(0), 45_000), minlength=5)
+    assert counts[1] == counts[3] == 0
+    np.testing.assert_allclose(counts[[0, 2, 4]] / 45_000, np.array([1.0, 0.5, 3.0]) / 4.5, atol=0.01)
+    other = SumTree(5)
+    other.load_state_dict(tree.state_dict())
+    assert other.total == pytest.approx(4.5)
+    with pytest.raises(ValueError, match="finite"):
+        tree.set(np.array([0]), np.array([-1.0]))
+
+
+def test_rate_limiter_both_sides() -> None:
+    limiter = RateLimiter(ShardConfig(min_size_to_sample=10, samples_per_insert=2.0, error_buffer=8.0))
+    assert limiter.can_insert() and not limiter.can_sample()
+    limiter.record_insert(10)  # diff = 20 = offset
+    assert limiter.can_sample()
+    limiter.record_insert(4)  # diff = 28 = max
+    assert limiter.can_insert()
+    limiter.record_insert(1)  # diff = 30 > max 28: actors must wait
+    assert not limiter.can_insert()
+    limiter.record_sample(10)  # diff = 20
+    assert limiter.can_insert()
+    limiter.record_sample(9)  # diff = 11 < min 12: the learner must wait
+    assert not limiter.can_sample()
+    limiter.record_insert(1)  # diff = 13
+    assert limiter.can_sample()
+
+
+def _table(**overrides: object) -> ReplayTable:
+    config = dataclasses.replace(ShardConfig(capacity=64, min_size_to_sample=1), **overrides)
+    return ReplayTable(SMALL, config, seed=0)
+
+
+def test_transitions_pair_each_step_with_its_successor_across_chunks_and_writers() -> None:
+    table = _table()
+    table.insert(chunk(1, 0, 4, episode=0, writer="w1", actor="a1"))
+    table.insert(chunk(1, 0, 3, episode=5, writer="w2", actor="a2"))  # interleaved episode
+    table.insert(chunk(2, 4, 4, episode=0, writer="w1", actor="a1", end=True))
+    result = table.sample(2_000)
+    ids = result.columns["step_id"]
+    next_ids = result.columns["next_obs"][:, 0]
+    np.testing.assert_array_equal(next_ids, ids + 1)
+    # the final observation (id 7) and the newest step of the open episode (id 5002) start no transition
+    assert 7 not in ids and 5002 not in ids
+    assert set(ids) == {0, 1, 2, 3, 4, 5, 6, 5000, 5001}
+
+
+def test_sequences_never_cross_episodes() -> None:
+    table = _table(capacity=256)
+    for episode, length in enumerate([5, 9, 3, 12]):
+        table.insert(chunk(episode + 1, 0, length, episode=episode, actor="a", end=True))
+    result = table.sample(500, kind="sequence", sequence_length=4)
+    obs = result.columns["obs"]
+    assert obs.shape == (500, 4, 3)
+    assert np.all(obs[:, :, 1] == obs[:, :1, 1])  # one episode per sequence
+    np.testing.assert_array_equal(np.diff(obs[:, :, 0], axis=1), 1.0)  # consecutive steps
+    assert 2 not in set(obs[:, 0, 1].astype(int))  # the 3-step episode is too short
+    with pytest.raises(NotEnoughData):
+        table.sample(1, kind="sequence", sequence_length=20)
+
+
+def test_fifo_eviction_keeps_the_newest() -> None:
+    table = _table(capacity=10)
+    table.insert(chunk(1, 0, 6, episode=0))
+    table.insert(chunk(2, 6, 6, episode=0))
+    assert table.size == 10 and table.evicted_steps == 2
+    ids = set(table.sample(500).columns["step_id"].tolist())
+    assert min(ids) == 2
+
+
+def test_offsets_duplicates_and_ended_episodes() -> None:
+    table = _table()
+    table.insert(chunk(1, 0, 4))
+    with pytest.raises(InvalidChunk, match=r"step_offset: 8, but episode 0 of actor 'a' continues at 4"):
+        table.insert(chunk(2, 8, 4))
+    with pytest.raises(InvalidChunk, match=r"step_offset: 3, but .* continues at 0"):
+        table.insert(chunk(3, 3, 2, episode=1))
+    assert table.insert(chunk(1, 0, 4)).duplicate  # resent after a restart: skipped
+    table.insert(chunk(4, 4, 2, end=True))
+    with pytest.raises(InvalidChunk, match="has already ended"):
+        table.insert(chunk(5, 6, 2))
+    assert table.size == 6 and table.rejected_chunks == 3 and table.duplicate_chunks == 1
+
+
+def test_tier_restricted_sampling_keeps_other_tiers() -> None:
+    table = _table()
+    table.insert(chunk(1, 0, 5, episode=0, tier=0, end=True))
+    table.insert(chunk(2, 0, 5, episode=1, tier=2, end=True))
+    assert set(table.sample(300, tiers=[2]).tiers.tolist()) == {2}
+    assert set(table.sample(300).tiers.tolist()) == {0, 2}
+    with pytest.raises(NotEnoughData):
+        table.sample(1, tiers=[1])
+    assert table.tier_count[0] == 5 and table.tier_count[2] == 5
+
+
+def test_state_round_trip_restores_sampling_and_bookkeeping() -> None:
+    table = _table(sampler="prioritized")
+    table.insert(chunk(1, 0, 5, episode=0))
+    table.insert(chunk(2, 0, 4, episode=1, end=True))
+    arrays, meta = table.index_state()
+    restored = _table(sampler="prioritized")
+    restored.load_state(arrays, {k: v.copy() for k, v in table.storage.items()}, meta)
+    assert restored.size == table.size and restored.writers == table.writers
+    assert restored.trees[0].total == pytest.approx(table.trees[0].total)
+    restored.insert(chunk(3, 5, 2, episode=0))  # the open episode continues where it was
+    with pytest.raises(InvalidChunk, match="has already ended"):
+        restored.insert(chunk(4, 4, 1, episode=1))
+
+
+def test_priorities_update_and_stale_keys() -> None:
+    table = _table(capacity=8, sampler="prioritized", priority_exponent=1.0)
+    table.insert(chunk(1, 0, 4, episode=0))
+    result = table.sample(4)
+    updated, stale = table.update_priorities(result.keys, np.full(4, 5.0))
+    assert updated == 4 and stale == 0
+    table.insert(chunk(2, 4, 8, episode=0))  # overwrites every slot
+    updated, stale = table.update_priorities(result.keys, np.full(4, 1.0))
+    assert updated == 0 and stale == 4
+    with pytest.raises(InvalidChunk, match="finite"):
+        table.update_priorities(result.keys, np.array([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="uniformly"):
+        _table().update_priorities(result.keys, np.ones(4))
+
+
+def test_sum_tree_range_update_equals_pointwise_updates() -> None:
+    rng = np.random.default_rng(3)
+    a, b = SumTree(37), SumTree(37)
+    for _ in range(50):
+        start = int(rng.integers(0, 37))
+        n = int(rng.integers(1, 38 - start))
+        w = rng.random(n) * (rng.random(n) < 0.7)
+        a.set_range(start, w)
+        b.set(np.arange(start, start + n), w)
+        np.testing.assert_allclose(a.tree, b.tree, atol=1e-12)
+    with pytest.raises(IndexError):
+        a.set_range(30, np.ones(10))
