@@ -157,3 +157,34 @@ def test_sum_tree_range_update_equals_pointwise_updates() -> None:
         np.testing.assert_allclose(a.tree, b.tree, atol=1e-12)
     with pytest.raises(IndexError):
         a.set_range(30, np.ones(10))
+
+
+def test_checkpoint_leaves_out_slots_overwritten_while_writing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from replay import checkpoint
+
+    table = _table(capacity=16)
+    table.insert(chunk(1, 0, 12, episode=0))
+    cut = checkpoint.capture(table)  # the index as of 12 steps
+    table.insert(chunk(2, 12, 8, episode=0))  # meanwhile: wraps and overwrites the 4 oldest slots
+    report = checkpoint.write(tmp_path, table, cut)
+    assert report.torn_steps == 4 and report.steps == 8
+    assert report.writers == {"w": 1}
+    restored = _table(capacity=16)
+    checkpoint.restore(tmp_path, restored)
+    assert restored.size == 8
+    ids = restored.sample(200).columns["step_id"]
+    assert set(ids.tolist()) <= set(range(4, 11))  # the surviving steps 4…11, with their own data
+    sample = restored.sample(50)
+    np.testing.assert_array_equal(sample.columns["next_obs"][:, 0], sample.columns["obs"][:, 0] + 1)
+
+
+def test_restore_refuses_another_signature(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from replay import checkpoint
+    from replay.signature import ColumnSpec, Signature
+
+    table = _table()
+    table.insert(chunk(1, 0, 4))
+    checkpoint.write(tmp_path, table, checkpoint.capture(table))
+    other = ReplayTable(Signature([ColumnSpec("x", "float32", ())]), table.config)
+    with pytest.raises(ValueError, match="signature differs"):
+        checkpoint.restore(tmp_path, other)
