@@ -1,0 +1,85 @@
+"""Configuration of the learner's networks and SAC update (seed sections 3 and 4 give the numbers)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from graspfleet.config import require
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Widths of the encoder, policy and critic."""
+
+    latent_dim: int = 256
+    """Width of the observation latent shared by actor and critic."""
+    imu_features: int = 16
+    """Seed section 2: the high-rate IMU is compressed by a 1-D CNN to 16 dims."""
+    critic: Literal["shared", "concat"] = "shared"
+    """``shared``: the seed's force/position critic; ``concat``: a plain MLP on [state, action] (ablation)."""
+    critic_state_hidden: int = 512
+    """Seed section 3: the state goes through a shared 512-d MLP …"""
+    critic_embedding: int = 256
+    """… to a 256-d s_emb; the action embeddings add up to a 256-d a_emb."""
+    critic_head_hidden: int = 256
+    """Seed section 3: a 2×256 → 1 Q-head on s_emb − a_emb."""
+    policy_hidden: int = 256
+    log_std_min: float = -5.0
+    log_std_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "latent_dim",
+            "imu_features",
+            "critic_state_hidden",
+            "critic_embedding",
+            "critic_head_hidden",
+            "policy_hidden",
+        ):
+            require(getattr(self, name) >= 1, f"network.{name}: must be >= 1")
+        require(self.critic in ("shared", "concat"), f"network.critic: unknown critic {self.critic!r}")
+        require(self.log_std_min < self.log_std_max, "network.log_std_min: must be < log_std_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """The soft actor–critic update with automatic temperature (seed section 4)."""
+
+    gamma: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    initial_alpha: float = 1.0
+    target_entropy: float | None = None
+    """Entropy target of the temperature; None means −(action dimensions)."""
+    tangent_penalty_weight: float = 1e-3
+    """Seed section 3: weight of the tangent-space norm penalty that limits the twist's variance."""
+    position_grad_threshold: float = 10.0
+    """Seed section 3: when the position head's gradient norm exceeds this, its learning rate drops."""
+    force_grad_threshold: float = 10.0
+    """… likewise for the force head."""
+    lr_reduction: float = 0.5
+    """Factor a channel's learning rate is multiplied by when its gradient norm is too large."""
+    min_lr: float = 1e-5
+    max_grad_norm: float = 100.0
+    """Global clip of each network's gradient norm (a backstop, not the per-channel control)."""
+
+    def __post_init__(self) -> None:
+        require(0 <= self.gamma <= 1, "sac.gamma: must be in [0, 1]")
+        require(0 < self.tau <= 1, "sac.tau: must be in (0, 1]")
+        for name in (
+            "actor_lr",
+            "critic_lr",
+            "alpha_lr",
+            "initial_alpha",
+            "position_grad_threshold",
+            "force_grad_threshold",
+            "min_lr",
+            "max_grad_norm",
+        ):
+            require(getattr(self, name) > 0, f"sac.{name}: must be > 0")
+        require(0 < self.lr_reduction < 1, "sac.lr_reduction: must be in (0, 1)")
+        require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")

@@ -1,0 +1,173 @@
+"""The learner's networks: observation encoder, SE(3) policy, and the shared force/position critic.
+
+- :class:`ObservationEncoder` maps the multimodal observation to one latent (a small CNN on
+  depth, a 1-D CNN compressing the IMU to 16 features, MLPs on proprio and tactile, an embedding
+  of the instruction); each modality's features are multiplied by its presence mask, so a
+  dropped modality contributes nothing. It never reads ``privileged``. The seed's contrastive
+  alignment encoder will replace it behind the same call: ``encoder(obs) → (B, latent_dim)``.
+- :class:`SE3Policy` (the actor) outputs a Gaussian over the twist in se(3) (unsquashed: the
+  action pipeline bounds it, the tangent-norm penalty limits its variance) and tanh-squashed
+  Gaussians over gripper width and grip force. Its output layer is split into a position head
+  (twist + width) and a force head (grip force), whose learning rates are controlled apart.
+- :class:`SharedForcePositionCritic` is the seed's critic (section 3): the state, with the
+  critic-only ``privileged`` observation, through a shared 512-d MLP to a 256-d s_emb; position
+  and force actions embedded and added element-wise into a 256-d a_emb; Q = head(s_emb − a_emb)
+  with a 2×256 → 1 head. :class:`ConcatCritic` is the ablation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from graspfleet.sim.instruction import VOCABULARY
+from graspfleet.spec import MODALITIES, ArraySpec
+from learner.config import NetworkConfig
+
+TWIST_DIM = 6
+ACTION_DIM = 8
+"""Twist (6), gripper width, grip force."""
+POSITION_DIMS = slice(0, 7)
+FORCE_DIMS = slice(7, 8)
+_MASK_INDEX = {name: i for i, name in enumerate(MODALITIES)}
+
+
+def _mlp(sizes: list[int], activate_last: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or activate_last:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ObservationEncoder(nn.Module):
+    """Multimodal observation → latent ``(B, latent_dim)``; reads no privileged state."""
+
+    def __init__(self, spec: dict[str, ArraySpec], config: NetworkConfig) -> None:
+        super().__init__()
+        h, w = spec["depth"].shape
+        self.vision = nn.Sequential(
+            nn.Conv2d(4, 16, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            vision_features = self.vision(torch.zeros(1, 4, h, w)).shape[1]
+        self.vision_out = nn.Linear(vision_features, 128)
+        imu_channels = spec["imu"].shape[1]
+        self.imu = nn.Sequential(
+            nn.Conv1d(imu_channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(16, config.imu_features),
+        )
+        self.proprio = _mlp([spec["proprio"].shape[0], 64, 64])
+        self.tactile = _mlp([math.prod(spec["tactile"].shape), 64])
+        self.instruction = nn.Embedding(len(VOCABULARY), 32, padding_idx=0)
+        fused = 128 + config.imu_features + 64 + 64 + 32 + len(MODALITIES)
+        self.fuse = _mlp([fused, config.latent_dim, config.latent_dim], activate_last=True)
+        self.latent_dim = config.latent_dim
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = obs["mask"].float()
+
+        def present(name: str) -> torch.Tensor:
+            return mask[:, _MASK_INDEX[name], None]
+
+        rgb = obs["rgb"].float().permute(0, 3, 1, 2) / 255.0
+        image = torch.cat([obs["depth"].float()[:, None], rgb], dim=1)
+        vision = self.vision_out(self.vision(image)) * torch.minimum(present("depth"), present("rgb"))
+        imu = self.imu(obs["imu"].float().transpose(1, 2)) * present("imu")
+        proprio = self.proprio(obs["proprio"].float())
+        tactile = self.tactile(obs["tactile"].float().flatten(1) / 100.0) * present("tactile")
+        tokens = obs["instruction"].long()
+        counts = (tokens != 0).sum(1, keepdim=True).clamp_min(1)
+        language = self.instruction(tokens).sum(1) / counts * present("instruction")
+        return self.fuse(torch.cat([vision, imu, proprio, tactile, language, mask], dim=1))
+
+
+class PolicyOutput(NamedTuple):
+    action: torch.Tensor
+    """``(B, 8)``: twist (m, rad per step), width (m), force (N)."""
+    log_prob: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    """Of the pre-squash Gaussian, ``(B, 8)``."""
+
+
+class SE3Policy(nn.Module):
+    """Gaussian policy: twist in se(3) (reparameterized, unsquashed), squashed gripper and force."""
+
+    def __init__(self, latent_dim: int, config: NetworkConfig, max_width: float, max_force: float) -> None:
+        super().__init__()
+        self.trunk = _mlp([latent_dim, config.policy_hidden, config.policy_hidden], activate_last=True)
+        self.position_head = nn.Linear(config.policy_hidden, 2 * 7)
+        self.force_head = nn.Linear(config.policy_hidden, 2 * 1)
+        self.log_std_min = config.log_std_min
+        self.log_std_max = config.log_std_max
+        self.gripper_scale: torch.Tensor
+        self.register_buffer("gripper_scale", torch.tensor([max_width / 2, max_force / 2]))
+
+    def forward(self, latent: torch.Tensor, deterministic: bool = False) -> PolicyOutput:
+        features = self.trunk(latent)
+        position = self.position_head(features)
+        force = self.force_head(features)
+        mean = torch.cat([position[:, :7], force[:, :1]], 1)
+        log_std = torch.cat([position[:, 7:], force[:, 1:]], 1).clamp(self.log_std_min, self.log_std_max)
+        std = log_std.exp()
+        sample = mean if deterministic else mean + std * torch.randn_like(mean)
+        log_prob = (-0.5 * ((sample - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(1)
+        squashed = torch.tanh(sample[:, TWIST_DIM:])
+        # change of variables for the tanh-squashed gripper channels (stable form)
+        log_prob = log_prob - (
+            2 * (math.log(2) - sample[:, TWIST_DIM:] - nn.functional.softplus(-2 * sample[:, TWIST_DIM:]))
+        ).sum(1)
+        gripper = (squashed + 1) * self.gripper_scale
+        return PolicyOutput(torch.cat([sample[:, :TWIST_DIM], gripper], 1), log_prob, mean, std)
+
+
+class SharedForcePositionCritic(nn.Module):
+    """Q(s, a) with position and force actions sharing one embedding (seed section 3)."""
+
+    def __init__(self, state_dim: int, config: NetworkConfig) -> None:
+        super().__init__()
+        e = config.critic_embedding
+        self.state = _mlp([state_dim, config.critic_state_hidden, e])
+        self.position = _mlp([7, e, e])
+        self.force = _mlp([1, e, e])
+        self.head = _mlp([e, config.critic_head_hidden, config.critic_head_hidden, 1])
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        s_emb = self.state(state)
+        a_emb = self.position(action[:, POSITION_DIMS]) + self.force(action[:, FORCE_DIMS])
+        return self.head(s_emb - a_emb).squeeze(-1)
+
+
+class ConcatCritic(nn.Module):
+    """The ablation: a plain MLP on the concatenated state and action."""
+
+    def __init__(self, state_dim: int, config: NetworkConfig) -> None:
+        super().__init__()
+        self.net = _mlp([state_dim + ACTION_DIM, config.critic_state_hidden, config.critic_head_hidden, 1])
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([state, action], 1)).squeeze(-1)
+
+
+def make_critic(state_dim: int, config: NetworkConfig) -> nn.Module:
+    """The configured critic."""
+    return (
+        SharedForcePositionCritic(state_dim, config) if config.critic == "shared" else ConcatCritic(state_dim, config)
+    )

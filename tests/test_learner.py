@@ -1,0 +1,136 @@
+"""The learner's networks, SAC update and weight format, on real grasp-cell observations."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from graspfleet.sim.config import CellConfig
+from graspfleet.spec import observation_spec
+from learner.config import NetworkConfig, SACConfig
+from learner.networks import ConcatCritic, SharedForcePositionCritic
+from learner.sac import OBSERVATION_KEYS, SACLearner, batch_from_columns
+from learner.weights import VERSION_KEY, deserialize, read_metadata, serialize
+
+from .conftest import hold_action, make_batch
+
+CELL = CellConfig()
+SPEC = observation_spec(CELL)
+
+
+@pytest.fixture(scope="module")
+def columns() -> dict[str, np.ndarray]:
+    """64 real transitions from four T4 cells (occlusion and dropout included)."""
+    cells = make_batch("T4", cells=4, seed=0)
+    obs, _ = cells.reset(seed=0)
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*OBSERVATION_KEYS, *(f"next_{k}" for k in OBSERVATION_KEYS)]}
+    rows.update(action=[], reward=[], terminated=[])
+    for _ in range(16):
+        action = hold_action(cells)
+        action[:, :6] += rng.normal(0, 0.02, (4, 6))
+        next_obs, reward, terminated, _, _ = cells.step(action)
+        for k in OBSERVATION_KEYS:
+            rows[k].append(obs[k])
+            rows[f"next_{k}"].append(next_obs[k])
+        cartesian = np.concatenate([rng.normal(0, 0.01, (4, 6)), action[:, 6:]], axis=1)
+        rows["action"].append(cartesian.astype(np.float32))
+        rows["reward"].append(reward.astype(np.float32))
+        rows["terminated"].append(terminated)
+        obs = next_obs
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def _learner(**sac: object) -> SACLearner:
+    torch.manual_seed(0)
+    return SACLearner(SPEC, CELL.gripper, NetworkConfig(), dataclasses.replace(SACConfig(), **sac), device="cpu")
+
+
+def test_shapes_and_action_ranges(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    batch = batch_from_columns(columns)
+    actions = learner.act(batch.obs)
+    assert actions.shape == (64, 8) and torch.isfinite(actions).all()
+    assert (actions[:, 6] >= 0).all() and (actions[:, 6] <= CELL.gripper.max_width).all()
+    assert (actions[:, 7] >= 0).all() and (actions[:, 7] <= CELL.gripper.max_force).all()
+    latent = learner.encoder(batch.obs)
+    assert latent.shape == (64, 256)
+
+
+def test_the_actor_never_reads_privileged_state_and_the_critic_does(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    batch = batch_from_columns(columns)
+    altered = dict(batch.obs)
+    altered["privileged"] = batch.obs["privileged"] + 10.0
+    torch.testing.assert_close(learner.act(batch.obs, True), learner.act(altered, True))
+    _, state = learner._state(learner.encoder, batch.obs)
+    _, state_altered = learner._state(learner.encoder, altered)
+    assert not torch.allclose(learner.q1(state, batch.action), learner.q1(state_altered, batch.action))
+
+
+def test_missing_modalities_contribute_nothing(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    obs = {k: v[:1] for k, v in batch_from_columns(columns).obs.items()}
+    obs["mask"] = obs["mask"].clone()
+    obs["mask"][0, 2] = False  # tactile missing
+    noisy = dict(obs)
+    noisy["tactile"] = obs["tactile"] + 1e3
+    torch.testing.assert_close(learner.encoder(obs), learner.encoder(noisy))
+
+
+def test_shared_critic_combines_state_and_action_embeddings_by_subtraction() -> None:
+    config = NetworkConfig()
+    critic = SharedForcePositionCritic(12, config)
+    state, action = torch.randn(5, 12), torch.randn(5, 8)
+    s_emb = critic.state(state)
+    a_emb = critic.position(action[:, :7]) + critic.force(action[:, 7:])
+    assert s_emb.shape == a_emb.shape == (5, 256)
+    torch.testing.assert_close(critic(state, action), critic.head(s_emb - a_emb).squeeze(-1))
+    assert isinstance(_learner().q1, SharedForcePositionCritic)
+    ablation = SACLearner(SPEC, CELL.gripper, NetworkConfig(critic="concat"), device="cpu")
+    assert isinstance(ablation.q1, ConcatCritic)
+
+
+def test_updates_fit_the_critic_and_move_alpha(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(gamma=0.0)  # the target is then exactly the reward: the critic must fit it
+    batch = batch_from_columns(columns)
+    first = learner.update(batch)
+    for _ in range(60):
+        last = learner.update(batch)
+    assert last["critic_loss"] < 0.5 * first["critic_loss"]
+    assert learner.updates == 61
+    # the entropy starts far above the target (−8), so α must shrink
+    assert last["alpha"] < first["alpha"]
+    assert all(np.isfinite(v) for v in last.values())
+
+
+def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(force_grad_threshold=1e-9, position_grad_threshold=1e9, lr_reduction=0.5)
+    batch = batch_from_columns(columns)
+    metrics = learner.update(batch)
+    assert metrics["force_lr"] == pytest.approx(1.5e-4)
+    assert metrics["position_lr"] == pytest.approx(3e-4)
+    for _ in range(30):
+        metrics = learner.update(batch)
+    assert metrics["force_lr"] == pytest.approx(learner.config.min_lr)
+
+
+def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str, np.ndarray]) -> None:
+    source = _learner()
+    blob = serialize(source.policy_tensors(), version=7, metadata={"tier": "T0"})
+    (header_length,) = struct.unpack("<Q", blob[:8])
+    assert blob[8:9] == b"{" and header_length < len(blob)  # a JSON header, then raw bytes
+    assert b"\x80\x04" not in blob[: 8 + header_length]  # no pickle protocol marker in the header
+    assert read_metadata(blob) == {"tier": "T0", VERSION_KEY: "7"}
+    weights = deserialize(blob)
+    assert weights.version == 7
+    target = SACLearner(SPEC, CELL.gripper, device="cpu")
+    target.load_policy_tensors(weights.tensors)
+    obs = batch_from_columns(columns).obs
+    torch.testing.assert_close(target.act(obs, True), source.act(obs, True))
+    with pytest.raises(ValueError, match="header"):
+        deserialize(blob[:4] + b"\xff\xff\xff\xff" + blob[8:])
