@@ -1,0 +1,176 @@
+"""The control plane of a run, in Redis: weights registry, run state, shard registry, actor count.
+
+Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touching each other:
+
+============================  ==================================================================
+``weights:latest``            the newest published version (an integer)
+``weights:{version}``         the safetensors blob of that version; every version is kept
+                              (seed section 7: snapshot every model version for traceability)
+``state``                     a hash of the run's state (tier, status, learner step, …)
+``shards``                    a hash: replay shard address → last heartbeat (unix seconds)
+``actors:desired:{kind}``     how many actors of a kind (``sim``, ``arm``) the run should have
+``events``                    a stream of events (promotions, rollbacks, …) for audit
+============================  ==================================================================
+
+Redis commands that fail to connect are retried with exponential backoff; each retry is counted
+(``reconnects``) so metrics can surface a flaky control plane. Nothing here is pickled: weights
+are safetensors bytes, everything else strings and numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import redis
+
+T = TypeVar("T")
+
+_PUBLISH = """
+local latest = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local version = tonumber(ARGV[1])
+if version <= latest then return latest end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+return version
+"""
+
+
+class StaleWeights(ValueError):
+    """A publish with a version not newer than the registry's latest."""
+
+
+class ControlPlane:
+    """One run's view of the control plane."""
+
+    def __init__(
+        self,
+        url: str,
+        run: str,
+        retries: int = 8,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        if not run or ":" in run:
+            raise ValueError(f"run: must be a non-empty name without ':', got {run!r}")
+        self.run = run
+        self.prefix = f"graspfleet:{run}:"
+        # redis-py's return annotations mix in its async client's; treat replies as plain values.
+        self.client: Any = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        )
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.reconnects = 0
+        self._publish = self.client.register_script(_PUBLISH)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return operation()
+            except (redis.ConnectionError, redis.TimeoutError):
+                if attempt == self.retries:
+                    raise
+                self.reconnects += 1
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        raise AssertionError("unreachable")
+
+    def ping(self) -> bool:
+        return bool(self._call(self.client.ping))
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def publish_weights(self, version: int, blob: bytes) -> None:
+        """Store ``blob`` as ``version`` and make it the latest; refuses a version not newer."""
+        result = int(
+            self._call(
+                lambda: self._publish(
+                    keys=[self.key("weights:latest"), self.key(f"weights:{version}")], args=[version, blob]
+                )
+            )
+        )
+        if result != version:
+            raise StaleWeights(f"weights: version {version} is not newer than the published {result}")
+
+    def latest_version(self) -> int:
+        """The newest published version, or −1 (one cheap GET: actors poll it)."""
+        value = self._call(lambda: self.client.get(self.key("weights:latest")))
+        return int(value) if value is not None else -1
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None:
+        """The blob of ``version`` (default: the latest), or None when there is none."""
+        if version is None:
+            version = self.latest_version()
+            if version < 0:
+                return None
+        blob = self._call(lambda: self.client.get(self.key(f"weights:{version}")))
+        return None if blob is None else (version, bytes(blob))
+
+    def weight_versions(self) -> list[int]:
+        """Every stored version, ascending."""
+        keys = self._call(lambda: list(self.client.scan_iter(match=self.key("weights:*"), count=1000)))
+        versions = []
+        for key in keys:
+            suffix = key.decode().rsplit(":", 1)[1]
+            if suffix.isdigit():
+                versions.append(int(suffix))
+        return sorted(versions)
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def set_state(self, **fields: str | int | float) -> None:
+        mapping = {k: str(v) for k, v in fields.items()}
+        self._call(lambda: self.client.hset(self.key("state"), mapping=mapping))
+
+    def state(self) -> dict[str, str]:
+        raw = self._call(lambda: self.client.hgetall(self.key("state")))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # -- shards ------------------------------------------------------------------------------------
+
+    def heartbeat_shard(self, address: str, now: float | None = None) -> None:
+        """Register or refresh a replay shard."""
+        stamp = time.time() if now is None else now
+        self._call(lambda: self.client.hset(self.key("shards"), address, f"{stamp:.3f}"))
+
+    def shards(self, max_age: float = 30.0, now: float | None = None) -> list[str]:
+        """Shards whose heartbeat is at most ``max_age`` seconds old, sorted."""
+        current = time.time() if now is None else now
+        raw = self._call(lambda: self.client.hgetall(self.key("shards")))
+        return sorted(k.decode() for k, v in raw.items() if current - float(v) <= max_age)
+
+    def remove_shard(self, address: str) -> None:
+        self._call(lambda: self.client.hdel(self.key("shards"), address))
+
+    # -- actors ------------------------------------------------------------------------------------
+
+    def set_desired_actors(self, count: int, kind: str = "sim") -> None:
+        if count < 0:
+            raise ValueError(f"desired actor count: must be >= 0, got {count}")
+        self._call(lambda: self.client.set(self.key(f"actors:desired:{kind}"), count))
+
+    def desired_actors(self, kind: str = "sim") -> int | None:
+        value = self._call(lambda: self.client.get(self.key(f"actors:desired:{kind}")))
+        return None if value is None else int(value)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def append_event(self, kind: str, fields: Mapping[str, str | int | float]) -> str:
+        """Append an audit event; returns its stream id."""
+        entry = {"kind": kind, "time": f"{time.time():.3f}", **{k: str(v) for k, v in fields.items()}}
+        return str(self._call(lambda: self.client.xadd(self.key("events"), entry)).decode())
+
+    def events(self, count: int = 1000) -> list[dict[str, str]]:
+        raw = self._call(lambda: self.client.xrange(self.key("events"), count=count))
+        return [{"id": i.decode(), **{k.decode(): v.decode() for k, v in e.items()}} for i, e in raw]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,81 @@
+"""The Redis control plane against a real redis-server on a free port."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from graspfleet.control_plane import ControlPlane, StaleWeights
+from graspfleet.redis_server import RedisServer
+
+
+@pytest.fixture
+def server() -> RedisServer:
+    with RedisServer() as s:
+        yield s
+
+
+def test_weights_registry_keeps_every_version(server: RedisServer) -> None:
+    plane = ControlPlane(server.url, "run-a")
+    assert plane.latest_version() == -1 and plane.fetch_weights() is None
+    for version in (0, 1, 2):
+        plane.publish_weights(version, bytes([version]) * 10)
+    assert plane.latest_version() == 2
+    assert plane.fetch_weights() == (2, b"\x02" * 10)
+    assert plane.fetch_weights(0) == (0, b"\x00" * 10)
+    assert plane.weight_versions() == [0, 1, 2]
+    with pytest.raises(StaleWeights, match="version 1 is not newer than the published 2"):
+        plane.publish_weights(1, b"old")
+    assert plane.fetch_weights(1) == (1, b"\x01" * 10)  # the stale publish changed nothing
+
+
+def test_runs_are_namespaced(server: RedisServer) -> None:
+    a, b = ControlPlane(server.url, "a"), ControlPlane(server.url, "b")
+    a.publish_weights(5, b"x")
+    a.set_desired_actors(4)
+    assert b.latest_version() == -1 and b.desired_actors() is None
+    with pytest.raises(ValueError, match="without ':'"):
+        ControlPlane(server.url, "bad:name")
+
+
+def test_state_shards_actors_and_events(server: RedisServer) -> None:
+    plane = ControlPlane(server.url, "run")
+    plane.set_state(tier="T1", status="training", step=42)
+    assert plane.state() == {"tier": "T1", "status": "training", "step": "42"}
+    plane.heartbeat_shard("10.0.0.1:50051", now=100.0)
+    plane.heartbeat_shard("10.0.0.2:50051", now=125.0)
+    assert plane.shards(max_age=10, now=130.0) == ["10.0.0.2:50051"]
+    assert plane.shards(max_age=60, now=130.0) == ["10.0.0.1:50051", "10.0.0.2:50051"]
+    plane.set_desired_actors(6)
+    plane.set_desired_actors(2, kind="arm")
+    assert plane.desired_actors() == 6 and plane.desired_actors("arm") == 2
+    with pytest.raises(ValueError):
+        plane.set_desired_actors(-1)
+    plane.append_event("promotion", {"from": "T0", "to": "T1", "weights_version": 12})
+    events = plane.events()
+    assert events[0]["kind"] == "promotion" and events[0]["to"] == "T1"
+
+
+def test_commands_retry_through_a_redis_restart_and_aof_keeps_the_data(server: RedisServer) -> None:
+    plane = ControlPlane(server.url, "run", retries=40, backoff=0.05, max_backoff=0.2, socket_timeout=1.0)
+    plane.publish_weights(3, b"weights")
+    server.stop()
+    restarter = threading.Timer(0.5, server.start)
+    restarter.start()
+    started = time.monotonic()
+    assert plane.latest_version() == 3  # retried until the server came back, data from the AOF
+    restarter.join()
+    assert time.monotonic() - started >= 0.4
+    assert plane.reconnects > 0
+
+
+def test_gives_up_after_its_retries(server: RedisServer) -> None:
+    plane = ControlPlane(server.url, "run", retries=2, backoff=0.01, socket_timeout=0.5)
+    server.stop()
+    import redis
+
+    with pytest.raises(redis.ConnectionError):
+        plane.latest_version()
+    assert plane.reconnects == 2
