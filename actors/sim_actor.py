@@ -1,0 +1,188 @@
+"""The simulation actor: a batch of randomized grasp cells driven by a CPU copy of the policy.
+
+:class:`SimActor` is a plain class (Ray makes it remote at the edge). Each ``step`` it encodes
+the batched observation, samples the policy, adds channel-matched exploration noise, sends the
+Cartesian actions through the safe action pipeline (in the actor runtime: a NaN becomes a counted
+hold), and streams every cell's step to replay through that cell's trajectory sink. Every
+``version_check_every`` steps it asks the weight source for the latest version (one cheap read)
+and loads new weights only when the version changed, never unpickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
+from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.actions.config import ActionConfig
+from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
+from graspfleet.sim.config import CellConfig, TierConfig
+from graspfleet.sim.tiers import TIER_ORDER, get_tier
+from graspfleet.spec import observation_spec
+from learner.config import NetworkConfig
+from learner.networks import ObservationEncoder, SE3Policy
+from learner.sac import OBSERVATION_KEYS
+from learner.weights import deserialize
+
+
+class TrajectorySink(Protocol):
+    """Where one cell's steps go (``replay.client.ReplayWriter`` is one)."""
+
+    tier: int
+    policy_version: int
+
+    def append(self, step: dict[str, Any]) -> None: ...
+
+    def end_episode(self, final_observation: dict[str, Any]) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+class WeightSource(Protocol):
+    """Where published weights come from (``graspfleet.control_plane.ControlPlane`` is one)."""
+
+    def latest_version(self) -> int: ...
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
+
+
+@dataclasses.dataclass
+class ActorStats:
+    env_steps: int = 0
+    episodes: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    holds: int = 0
+    out_of_bounds_proposed: int = 0
+    weight_updates: int = 0
+
+
+class PolicyCopy:
+    """The encoder and policy on the actor's CPU, loaded from safetensors blobs."""
+
+    def __init__(self, cell: CellConfig, network: NetworkConfig) -> None:
+        spec = observation_spec(cell)
+        self.encoder = ObservationEncoder(spec, network).eval()
+        self.policy = SE3Policy(network.latent_dim, network, cell.gripper.max_width, cell.gripper.max_force).eval()
+        self.version = -1
+
+    def load(self, blob: bytes) -> int:
+        weights = deserialize(blob)
+        tensors = weights.tensors
+        self.encoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
+        self.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
+        self.version = weights.version
+        return weights.version
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> tuple[np.ndarray, float]:
+        """Actions ``(N, 8)`` and the policy's mean entropy estimate (nats) for a batched observation."""
+        with torch.no_grad():
+            tensors = {k: torch.as_tensor(obs[k]) for k in OBSERVATION_KEYS}
+            out = self.policy(self.encoder(tensors), deterministic=deterministic)
+        return out.action.numpy().astype(np.float64), float(-out.log_prob.mean())
+
+
+class SimActor:
+    """N grasp cells of one tier, a policy copy, exploration noise, and one sink per cell."""
+
+    def __init__(
+        self,
+        actor_id: str,
+        cell: CellConfig,
+        tier: str | TierConfig,
+        num_cells: int,
+        sink_factory: Callable[[str], TrajectorySink],
+        weights: WeightSource,
+        network: NetworkConfig | None = None,
+        exploration: ExplorationConfig | None = None,
+        action: ActionConfig | None = None,
+        seed: int | None = None,
+        version_check_every: int = 50,
+    ) -> None:
+        self.actor_id = actor_id
+        self.tier = get_tier(tier) if isinstance(tier, str) else tier
+        self.env = CartesianBackend(
+            GraspCellBatch(cell, self.tier, num_cells, seed=seed), cell, action or ActionConfig(), strict=False
+        )
+        self.num_cells = num_cells
+        self.policy = PolicyCopy(cell, network or NetworkConfig())
+        self.exploration = exploration or ExplorationConfig()
+        self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
+        self.sinks = [sink_factory(f"{actor_id}/{i}") for i in range(num_cells)]
+        tier_index = TIER_ORDER.index(self.tier.name) if self.tier.name in TIER_ORDER else 0
+        for sink in self.sinks:
+            sink.tier = tier_index
+        self.weights = weights
+        self.version_check_every = version_check_every
+        self.stats = ActorStats()
+        self.last_entropy = self.exploration.entropy_high
+        self._steps_since_check = version_check_every
+        self.obs, _ = self.env.reset(seed=seed)
+
+    def maybe_update_weights(self, force: bool = False) -> bool:
+        """Load the latest weights if their version changed; returns whether it did."""
+        self._steps_since_check += 1
+        if not force and self._steps_since_check < self.version_check_every:
+            return False
+        self._steps_since_check = 0
+        latest = self.weights.latest_version()
+        if latest <= self.policy.version:
+            return False
+        fetched = self.weights.fetch_weights(latest)
+        if fetched is None:
+            return False
+        self.policy.load(fetched[1])
+        for sink in self.sinks:
+            sink.policy_version = self.policy.version
+        self.stats.weight_updates += 1
+        return True
+
+    def step(self) -> dict[str, Any]:
+        """One control step of every cell; returns the step's ``info``."""
+        self.maybe_update_weights()
+        actions, entropy = self.policy.act(self.obs)
+        self.last_entropy = entropy
+        actions = actions + self.noise.sample(entropy_scale(entropy, self.exploration))
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        final = info.get("final_observation")
+        for i, sink in enumerate(self.sinks):
+            step = {k: self.obs[k][i] for k in OBSERVATION_KEYS}
+            step.update(
+                action=actions[i].astype(np.float32),  # the policy's (noisy) Cartesian proposal
+                reward=np.float32(reward[i]),
+                terminated=bool(terminated[i]),
+                truncated=bool(truncated[i]),
+            )
+            sink.append(step)
+            if terminated[i] or truncated[i]:
+                assert final is not None
+                sink.end_episode({k: final[k][i] for k in OBSERVATION_KEYS})
+        done = terminated | truncated
+        if done.any():
+            self.noise.reset(done)
+            self.stats.episodes += int(done.sum())
+            for name in OUTCOMES:
+                self.stats.outcomes[name] += int(info[f"outcome_{name}"].sum())
+        self.stats.env_steps += self.num_cells
+        self.stats.holds += int(info["held"].sum())
+        self.stats.out_of_bounds_proposed += int(info["out_of_bounds_proposed"].sum())
+        self.obs = obs
+        return info
+
+    def run(self, steps: int) -> ActorStats:
+        """``steps`` control steps, then flush every sink."""
+        for _ in range(steps):
+            self.step()
+        for sink in self.sinks:
+            sink.flush()
+        return self.stats
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
