@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -204,6 +205,72 @@ def show_config(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     print(yaml.safe_dump({"cell": to_mapping(cell_config), "tier": to_mapping(tier_config)}, sort_keys=False))
+
+
+@app.command()
+def train(
+    serial: Annotated[
+        bool, typer.Option("--serial", help="Run the whole loop in this process (no Ray, no network).")
+    ] = False,
+    tier: Annotated[str | None, typer.Option(help="Difficulty tier (default from the config: T0).")] = None,
+    env_steps: Annotated[int | None, typer.Option(help="Budget of environment steps.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where metrics and the final policy go.")] = None,
+    config_file: ConfigOption = None,
+    overrides: SetOption = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Show the resolved config and exit.")] = False,
+) -> None:
+    """Train a grasping policy. Today only ``--serial`` runs (the distributed Ray path is being built)."""
+    from graspfleet.config import load
+    from graspfleet.training import TrainConfig, train_serial
+
+    extra = [*(overrides or [])]
+    if tier is not None:
+        extra.append(f"tier={tier}")
+    if env_steps is not None:
+        extra.append(f"env_steps={env_steps}")
+    try:
+        config = load(TrainConfig, config_file, extra)
+        get_tier(config.tier)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if print_config:
+        print(yaml.safe_dump(to_mapping(config), sort_keys=False))
+        return
+    if not serial:
+        raise _fail(
+            "the distributed mode (Ray actors, gRPC replay shards, Redis) is not wired into `graspfleet train` "
+            "yet; run with --serial"
+        )
+    directory = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    console.print(
+        f"[bold]graspfleet train --serial[/] tier [cyan]{config.tier}[/], {config.env_steps:,} env steps → {directory}"
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("env steps", total=config.env_steps, stats="filling replay")
+
+        def update(row: dict[str, float]) -> None:
+            progress.update(
+                task,
+                completed=int(row["env_steps"]),
+                stats=(
+                    f"success {row['success_rate']:.0%}  updates {int(row['updates'])}  "
+                    f"weights v{int(row['weights_version'])}  α {row['alpha']:.3f}"
+                ),
+            )
+
+        report = train_serial(config, directory, on_progress=update)
+    console.print(
+        f"{report.env_steps:,} env steps, {report.updates:,} updates, weights v{report.weights_version}, "
+        f"{report.successes}/{report.episodes} successful episodes in {report.seconds:.0f} s; metrics in "
+        f"{report.metrics_path}"
+    )
 
 
 replay_app = typer.Typer(help="The sharded replay service.", no_args_is_help=True)

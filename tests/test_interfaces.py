@@ -93,3 +93,34 @@ def test_cli_random_policy_and_errors() -> None:
     assert runner.invoke(app, ["tiers"]).exit_code == 0
     shown = runner.invoke(app, ["config", "--tier", "T4"])
     assert shown.exit_code == 0 and "modality_dropout: 0.3" in shown.output
+
+
+def test_cli_train_config_and_modes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    shown = runner.invoke(app, ["train", "--print-config", "--tier", "T2", "--set", "sac.gamma=0.98"])
+    assert shown.exit_code == 0 and "tier: T2" in shown.output and "gamma: 0.98" in shown.output
+    bad = runner.invoke(app, ["train", "--serial", "--tier", "T9"])
+    assert bad.exit_code == 2 and "unknown tier 'T9'" in bad.output
+    distributed = runner.invoke(app, ["train"])
+    assert distributed.exit_code == 2 and "--serial" in distributed.output
+    run = runner.invoke(
+        app,
+        [
+            "train",
+            "--serial",
+            "--env-steps",
+            "64",
+            "--set",
+            "cells=2",
+            "--set",
+            "min_replay=16",
+            "--set",
+            "batch_size=8",
+            "--set",
+            "device=cpu",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "r" / "policy.safetensors").is_file()

@@ -1,0 +1,47 @@
+"""The serial training loop: every part real, in one process."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from graspfleet.training import TrainConfig, train_serial
+from learner.weights import deserialize
+from replay.config import ShardConfig
+
+
+def test_serial_run_learns_publishes_and_actors_adopt(tmp_path: Path) -> None:
+    config = TrainConfig(
+        cells=4,
+        env_steps=600,
+        batch_size=32,
+        updates_per_step=1.0,
+        min_replay=120,
+        publish_every=10,
+        version_check_every=5,
+        device="cpu",
+        replay=ShardConfig(capacity=5_000, min_size_to_sample=1),
+    )
+    progress: list[dict[str, float]] = []
+    report = train_serial(config, tmp_path / "run", on_progress=progress.append)
+    assert report.env_steps >= 600
+    assert report.updates >= 100  # learning started after min_replay and kept the update ratio
+    assert report.weights_version == report.updates // 10
+    assert progress[-1]["actor_weights_version"] >= 2  # actors adopted published versions
+    rows = list(csv.DictReader(report.metrics_path.open()))  # type: ignore[union-attr]
+    assert len(rows) == len(progress) and all(np.isfinite(float(r["critic_loss"])) for r in rows)
+    final = deserialize((tmp_path / "run" / "policy.safetensors").read_bytes())
+    assert final.version == report.weights_version
+    assert any(k.startswith("policy.") for k in final.tensors) and any(k.startswith("encoder.") for k in final.tensors)
+
+
+def test_config_refuses_nonsense() -> None:
+    import pytest
+
+    from graspfleet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        dataclasses.replace(TrainConfig(), batch_size=0)
