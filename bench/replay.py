@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,8 +34,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from graspfleet.ports import free_port  # noqa: E402
 from graspfleet.replay.v1 import replay_pb2 as pb  # noqa: E402
 from replay.client import ReplaySampler, ReplayWriter, channel  # noqa: E402
+from replay.process import ShardProcess  # noqa: E402
 from replay.signature import ColumnSpec, Signature, encode  # noqa: E402
 
 SMALL = Signature(
@@ -93,12 +94,6 @@ def serve_baseline(port: int, batch_bytes: int) -> None:
     asyncio.run(main())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(process: subprocess.Popen[str], marker: str) -> None:
     assert process.stdout is not None
     for line in process.stdout:
@@ -128,35 +123,6 @@ def make_chunks(signature: Signature, steps: int, count: int, writer: str = "ben
     return chunks
 
 
-def start_shard(signature: Signature, capacity: int, workdir: Path) -> tuple[subprocess.Popen[str], str]:
-    spec = workdir / "signature.json"
-    spec.write_text(json.dumps(signature.to_mapping()))
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "graspfleet.cli",
-            "replay",
-            "serve",
-            "--port",
-            str(port),
-            "--capacity",
-            str(capacity),
-            "--min-size",
-            "1",
-            "--signature",
-            str(spec),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    wait_ready(process, "listening on")
-    return process, f"127.0.0.1:{port}"
-
-
 def measure(
     signature: Signature,
     chunk_steps: int,
@@ -169,7 +135,9 @@ def measure(
     repeats: int,
 ) -> dict[str, float]:
     steps = chunk_steps * chunks
-    shard, address = start_shard(signature, capacity=repeats * steps + writer_steps + 10, workdir=workdir)
+    capacity = repeats * steps + writer_steps + 10
+    shard = ShardProcess(free_port(), signature, workdir, ["--capacity", str(capacity), "--min-size", "1"])
+    address = shard.address
     insert_seconds = baseline_seconds = float("inf")
     try:
         for r in range(repeats):  # alternate, keep the best of each: the machines are shared
@@ -210,8 +178,7 @@ def measure(
             writer.flush()
             writer_seconds = time.perf_counter() - start
     finally:
-        shard.terminate()
-        shard.wait(30)
+        shard.stop()
     return {
         "step_bytes": signature.step_bytes,
         "chunk_steps": chunk_steps,

@@ -351,7 +351,7 @@ def replay_info(
     for addr in address:
         with channel(addr) as ch:
             try:
-                infos[addr] = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10)
+                infos[addr] = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10, wait_for_ready=True)
             except grpc.RpcError as exc:
                 raise _fail(f"{addr}: {exc.code().name}: {exc.details()}") from None
     if json_output:

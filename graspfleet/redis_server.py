@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -11,15 +10,11 @@ from pathlib import Path
 
 import redis
 
+from graspfleet.ports import free_port
+
 
 class RedisNotInstalled(RuntimeError):
     """``redis-server`` is not on PATH (``make setup`` installs it)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -103,7 +103,7 @@ def fetch_signature(address: str, timeout: float = 10.0) -> Signature:
     """The table signature a shard reports."""
     with channel(address) as ch:
         try:
-            info = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=timeout)
+            info = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise _map_error(exc) from None
     return Signature(ColumnSpec.from_proto(c) for c in info.signature)

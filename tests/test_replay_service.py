@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import filecmp
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,10 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scipy import stats
 
+from graspfleet.ports import free_port
 from graspfleet.replay.v1 import replay_pb2 as pb
 from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
 from replay.client import InvalidTrajectory, ReplaySampler, ReplayUnavailable, ReplayWriter, channel
 from replay.config import ShardConfig
+from replay.process import ShardProcess
 from replay.server import SERVICE_NAME, ShardThread
 from replay.signature import SUPPORTED_DTYPES, ColumnSpec, Signature, encode
 
@@ -175,7 +171,8 @@ def test_inserts_wait_when_the_learner_falls_behind() -> None:
 
 def _info(address: str) -> pb.ShardInfo:
     with channel(address) as ch:
-        return pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10)
+        # wait_for_ready: a channel to a shard that just restarted may still be in reconnect backoff
+        return pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10, wait_for_ready=True)
 
 
 def _bad_chunk(kind: str, sequence: int) -> pb.TrajectoryChunk:
@@ -351,54 +348,23 @@ def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
         assert filecmp.cmp(generated, committed, shallow=False), f"{committed} is stale: run make protos"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_shard_process(port: int, checkpoint_dir: Path, signature_file: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
+def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(tmp_path: Path) -> None:
+    shard = ShardProcess(
+        free_port(),
+        SMALL,
+        tmp_path,
         [
-            sys.executable,
-            "-m",
-            "graspfleet.cli",
-            "replay",
-            "serve",
-            "--port",
-            str(port),
             "--capacity",
             "100000",
             "--min-size",
             "1",
             "--checkpoint-dir",
-            str(checkpoint_dir),
+            str(tmp_path / "ckpt"),
             "--checkpoint-interval",
             "0.5",
-            "--signature",
-            str(signature_file),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            _info(f"127.0.0.1:{port}")
-            return process
-        except grpc.RpcError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"shard did not start: {process.stdout.read() if process.stdout else ''}")
-
-
-def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(tmp_path: Path) -> None:
-    signature_file = tmp_path / "signature.json"
-    signature_file.write_text(json.dumps(SMALL.to_mapping()))
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    process = _start_shard_process(port, tmp_path / "ckpt", signature_file)
+    address = shard.address
     try:
         writer = ReplayWriter([address], "survivor", chunk_length=8, timeout=60)
         total = 0
@@ -416,12 +382,11 @@ def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(
             _write_episode(writer, 0, 15, episode=episode)
             total += 16
         writer.flush()
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        shard.kill()  # SIGKILL: no final checkpoint
         for episode in range(14, 18):  # appended while the shard is down: buffered
             _write_episode(writer, 0, 15, episode=episode)
             total += 16
-        process = _start_shard_process(port, tmp_path / "ckpt", signature_file)
+        shard.restart()
         restored = _info(address).restored_steps
         assert 0 < restored < total
         writer.flush(timeout=60)
@@ -435,8 +400,4 @@ def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(
         assert np.all(obs[:, :, 1] == obs[:, :1, 1]) and np.all(np.diff(obs[:, :, 0], axis=1) == 1)
         writer.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        shard.stop()
