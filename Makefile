@@ -20,7 +20,8 @@ BUF := .tools/node_modules/.bin/buf
 help:
 	@echo "make setup      create .venv, install everything, generate the protocol code (idempotent)"
 	@echo "make protos     regenerate Python code from protos/ (runs when a .proto changes)"
-	@echo "make run        the main job: graspfleet sim (until the training loop lands)"
+	@echo "make run        the main job: graspfleet train (Ray actors, replay shards, Redis, learner; this machine)"
+	@echo "make sim        grasp cells with the scripted controller (graspfleet sim)"
 	@echo "make test       lint + typecheck + the default test suite (CI runs this)"
 	@echo "make test-all   the whole suite, slow tests included"
 	@echo "make bench      benchmarks (figures quoted in README.md)"
@@ -57,9 +58,10 @@ system-deps:
 	fi
 
 run: setup
-	$(BIN)/graspfleet sim --tier T0 --cells 4 --episodes 40
+	$(BIN)/graspfleet train --run-dir runs/latest
 
-sim: run
+sim: setup
+	$(BIN)/graspfleet sim --tier T0 --cells 4 --episodes 40
 
 pytest: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -218,8 +218,15 @@ def train(
     config_file: ConfigOption = None,
     overrides: SetOption = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Show the resolved config and exit.")] = False,
+    shards: Annotated[int, typer.Option(min=1, help="Replay shards to start (distributed mode).")] = 2,
+    redis: Annotated[
+        str | None, typer.Option(help="Redis URL of an existing control plane (default: a private one).")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto (default: a local one).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of the learner's /metrics endpoint.")] = None,
 ) -> None:
-    """Train a grasping policy. Today only ``--serial`` runs (the distributed Ray path is being built)."""
+    """Train a grasping policy: Ray actors, gRPC replay shards, a Redis control plane and the learner,
+    all started on this machine unless --address/--redis point elsewhere; --serial runs it in one process."""
     from graspfleet.config import load
     from graspfleet.training import TrainConfig, train_serial
 
@@ -236,14 +243,10 @@ def train(
     if print_config:
         print(yaml.safe_dump(to_mapping(config), sort_keys=False))
         return
-    if not serial:
-        raise _fail(
-            "the distributed mode (Ray actors, gRPC replay shards, Redis) is not wired into `graspfleet train` "
-            "yet; run with --serial"
-        )
     directory = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    mode = "--serial" if serial else f"({config.actors} actors × {config.cells} cells, {shards} shards)"
     console.print(
-        f"[bold]graspfleet train --serial[/] tier [cyan]{config.tier}[/], {config.env_steps:,} env steps → {directory}"
+        f"[bold]graspfleet train[/] {mode} tier [cyan]{config.tier}[/], {config.env_steps:,} env steps → {directory}"
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -265,11 +268,24 @@ def train(
                 ),
             )
 
-        report = train_serial(config, directory, on_progress=update)
+        if serial:
+            report = train_serial(config, directory, on_progress=update)
+        else:
+            from graspfleet.distributed import train_distributed
+
+            report = train_distributed(
+                config,
+                directory,
+                shards=shards,
+                redis_url=redis,
+                address=address,
+                metrics_port=metrics_port,
+                on_progress=update,
+            )
     console.print(
         f"{report.env_steps:,} env steps, {report.updates:,} updates, weights v{report.weights_version}, "
-        f"{report.successes}/{report.episodes} successful episodes in {report.seconds:.0f} s; metrics in "
-        f"{report.metrics_path}"
+        f"{report.successes}/{report.episodes} successful episodes in {report.seconds:.0f} s; final policy in "
+        f"{directory / 'policy.safetensors'}"
     )
 
 

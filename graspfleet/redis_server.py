@@ -30,6 +30,7 @@ class RedisServer:
         self.port = port or free_port()
         self._owned = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="graspfleet-redis-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         self.start()

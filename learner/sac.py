@@ -52,7 +52,9 @@ def batch_from_columns(
     """Tensors from sampled replay columns (``obs`` keys, ``next_`` keys, action, reward, terminated)."""
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array), device=device)
+        arr = np.asarray(array)
+        # batches decoded from gRPC are read-only views of the message bytes
+        return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=device)
 
     n = len(columns["reward"])
     return Batch(

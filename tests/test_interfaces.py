@@ -101,8 +101,6 @@ def test_cli_train_config_and_modes(tmp_path) -> None:  # type: ignore[no-untype
     assert shown.exit_code == 0 and "tier: T2" in shown.output and "gamma: 0.98" in shown.output
     bad = runner.invoke(app, ["train", "--serial", "--tier", "T9"])
     assert bad.exit_code == 2 and "unknown tier 'T9'" in bad.output
-    distributed = runner.invoke(app, ["train"])
-    assert distributed.exit_code == 2 and "--serial" in distributed.output
     run = runner.invoke(
         app,
         [
