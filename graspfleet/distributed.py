@@ -34,7 +34,7 @@ from graspfleet.spec import observation_spec
 from graspfleet.training import TrainConfig, TrainReport
 from learner.sac import SACLearner, batch_from_columns
 from learner.weights import serialize
-from replay.client import ReplaySampler
+from replay.client import ReplaySampler, ReplayUnavailable
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
 
@@ -96,7 +96,8 @@ def train_distributed(
                     "--capacity",
                     str(config.replay.capacity),
                     "--min-size",
-                    str(config.min_replay),
+                    # each shard holds about 1/shards of the data: its minimum is that share
+                    str(max(1, config.min_replay // shards)),
                     "--metrics-port",
                     str(free_port()),
                 ],
@@ -153,7 +154,12 @@ def train_distributed(
                 time.sleep(0.05)
                 continue
             waited = time.perf_counter()
-            batch = sampler.sample(timeout=120)
+            try:
+                # short waits: actors only step when this loop hands them work
+                batch = sampler.sample(timeout=0.5)
+            except ReplayUnavailable:
+                metrics.sample_wait.inc(time.perf_counter() - waited)
+                continue
             metrics.sample_wait.inc(time.perf_counter() - waited)
             last = learner.update(batch_from_columns(batch.columns, learner.device, batch.weights))
             metrics.updates.inc()
