@@ -27,7 +27,7 @@ from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig
 from learner.networks import ObservationEncoder, SE3Policy
 from learner.sac import OBSERVATION_KEYS
-from learner.weights import deserialize
+from learner.weights import deserialize, split_policy_tensors
 
 
 class TrajectorySink(Protocol):
@@ -74,9 +74,9 @@ class PolicyCopy:
 
     def load(self, blob: bytes) -> int:
         weights = deserialize(blob)
-        tensors = weights.tensors
-        self.encoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
-        self.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
+        encoder, policy = split_policy_tensors(weights.tensors)
+        self.encoder.load_state_dict(encoder)
+        self.policy.load_state_dict(policy)
         self.version = weights.version
         return weights.version
 

@@ -103,6 +103,7 @@ def train_distributed(
                 ],
             )
             stack.callback(shard.stop)
+            stack.callback(plane.remove_shard, shard.address)
             shard_processes.append(shard)
             plane.heartbeat_shard(shard.address)
         addresses = [s.address for s in shard_processes]

@@ -30,6 +30,7 @@ from graspfleet.sim.config import GripperConfig
 from graspfleet.spec import MODALITIES, ArraySpec
 from learner.config import NetworkConfig, SACConfig
 from learner.networks import ACTION_DIM, TWIST_DIM, ObservationEncoder, SE3Policy, make_critic
+from learner.weights import split_policy_tensors
 
 OBSERVATION_KEYS = (*MODALITIES, "mask")
 
@@ -222,5 +223,6 @@ class SACLearner:
 
     def load_policy_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Load :meth:`policy_tensors` output (strict: every key must match)."""
-        self.encoder.load_state_dict({k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")})
-        self.policy.load_state_dict({k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")})
+        encoder, policy = split_policy_tensors(tensors)
+        self.encoder.load_state_dict(encoder)
+        self.policy.load_state_dict(policy)

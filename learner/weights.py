@@ -23,6 +23,15 @@ class Weights(NamedTuple):
     metadata: dict[str, str]
 
 
+def split_policy_tensors(
+    tensors: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The encoder's and the policy's state dicts from a published set (``encoder.*``, ``policy.*``)."""
+    encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
+    policy = {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
+    return encoder, policy
+
+
 def serialize(tensors: Mapping[str, torch.Tensor], version: int, metadata: Mapping[str, str] | None = None) -> bytes:
     """A safetensors blob of ``tensors`` with the version (and string metadata) in its header."""
     if version < 0:

@@ -326,7 +326,6 @@ def serve(
     host: str = "127.0.0.1",
     checkpoint_dir: Path | None = None,
     metrics_port: int | None = None,
-    ready: threading.Event | None = None,
 ) -> None:
     """Run a shard until SIGINT/SIGTERM, then take a final checkpoint and stop."""
 
@@ -337,8 +336,6 @@ def serve(
         server, bound, task = await start_server(shard, port, host)
         log.info("replay shard serving on %s:%d (capacity %d)", host, bound, config.capacity)
         print(f"replay shard listening on {host}:{bound}", flush=True)
-        if ready is not None:
-            ready.set()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
