@@ -7,7 +7,9 @@
   ``max_restarts=-1``, so an actor that dies is restarted and streams again;
 - replay: ``shards`` shard processes on loopback, registered in the control plane;
 - the learner runs in this process: it samples from every shard (fan-in with prefetch), updates,
-  and publishes each ``publish_every``-th version to Redis, where actors pick it up.
+  and publishes each ``publish_every``-th version to Redis, where actors pick it up; every
+  ``checkpoint_every`` updates it checkpoints its full state to ``run_dir/learner``, and a run
+  started on the same directory resumes from it, numbering versions on from the last.
 
 Learner metrics (``graspfleet_learner_*``) are served on ``metrics_port``; each shard serves
 its own ``graspfleet_replay_*``.
@@ -32,6 +34,7 @@ from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.spec import observation_spec
 from graspfleet.training import TrainConfig, TrainReport
+from learner import checkpoint as learner_checkpoint
 from learner.sac import SACLearner, batch_from_columns
 from learner.weights import serialize
 from replay.client import ReplaySampler, ReplayUnavailable
@@ -110,8 +113,15 @@ def train_distributed(
         learner = SACLearner(
             observation_spec(config.cell), config.cell.gripper, config.network, config.sac, config.device
         )
-        version = max(plane.latest_version(), -1) + 1
+        checkpoint_dir = run_dir / "learner"
+        resumed = (
+            learner_checkpoint.restore(learner, checkpoint_dir) if learner_checkpoint.exists(checkpoint_dir) else -1
+        )
+        # version numbers continue after a resume, past anything the registry already holds
+        version = max(plane.latest_version(), resumed) + 1
         plane.publish_weights(version, serialize(learner.policy_tensors(), version))
+        if resumed >= 0:
+            plane.append_event("learner_resumed", {"updates": learner.updates, "weights_version": version})
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
             stack.callback(ray.shutdown)
@@ -167,6 +177,8 @@ def train_distributed(
             for name in ("critic_loss", "actor_loss", "alpha_loss"):
                 metrics.losses.labels(name=name).set(last[name])
             metrics.alpha.set(last["alpha"])
+            if learner.updates % config.checkpoint_every == 0:
+                learner_checkpoint.save(learner, checkpoint_dir, version)
             if learner.updates % config.publish_every == 0:
                 version += 1
                 plane.publish_weights(version, serialize(learner.policy_tensors(), version))
@@ -186,6 +198,7 @@ def train_distributed(
                         }
                     )
         ray.get(list(pending))
+        learner_checkpoint.save(learner, checkpoint_dir, version)
         plane.set_state(status="finished")
         (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
     return TrainReport(env_steps, learner.updates, version, time.perf_counter() - start, episodes, successes, None)

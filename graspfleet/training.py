@@ -53,6 +53,8 @@ class TrainConfig:
     """Learner updates between weight publications."""
     version_check_every: int = 25
     """Actor steps between weight version checks."""
+    checkpoint_every: int = 500
+    """Learner updates between checkpoints of the learner's full state (distributed runs)."""
     chunk_length: int = 32
     seed: int = 0
     device: str = "auto"
@@ -71,6 +73,7 @@ class TrainConfig:
         require(self.min_replay >= 1, "train.min_replay: must be >= 1")
         require(self.publish_every >= 1, "train.publish_every: must be >= 1")
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
+        require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
 
 
 class InMemoryWeights:

@@ -95,3 +95,42 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
     metrics = str(after["metrics"])
     restarts = [line for line in metrics.splitlines() if line.startswith("graspfleet_actor_restarts_total")]
     assert restarts and float(restarts[0].split()[-1]) >= 1  # the killed actor came back in a new process
+
+
+def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    from graspfleet.control_plane import ControlPlane
+
+    config = TrainConfig(
+        cells=2,
+        actors=1,
+        env_steps=500,
+        batch_size=16,
+        min_replay=40,
+        publish_every=5,
+        checkpoint_every=10,
+        version_check_every=5,
+        chunk_length=8,
+        device="cpu",
+        replay=ShardConfig(capacity=20_000, min_size_to_sample=1),
+    )
+    run_dir = tmp_path / "run"
+    crashed_at: dict[str, float] = {}
+
+    def crash(row: dict[str, float]) -> None:
+        if row["updates"] >= 20:  # at least one checkpoint (every 10 updates) exists
+            crashed_at.update(row)
+            raise RuntimeError("learner crash")
+
+    try:
+        train_distributed(config, run_dir, shards=1, on_progress=crash)
+    except RuntimeError as exc:
+        assert "learner crash" in str(exc)
+    assert crashed_at and (run_dir / "learner" / "state.json").is_file()
+    report = train_distributed(config, run_dir, shards=1)
+    assert report.updates > crashed_at["updates"] >= 20  # the update count went on from the checkpoint
+    assert report.weights_version > crashed_at["weights_version"]  # and so did the version numbering
+    from graspfleet.redis_server import RedisServer
+
+    with RedisServer(directory=run_dir / "redis") as server:  # the run's own AOF-persisted control plane
+        events = ControlPlane(server.url, "run").events()
+    assert any(e["kind"] == "learner_resumed" for e in events)

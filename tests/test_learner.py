@@ -134,3 +134,24 @@ def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str
     torch.testing.assert_close(target.act(obs, True), source.act(obs, True))
     with pytest.raises(ValueError, match="header"):
         deserialize(blob[:4] + b"\xff\xff\xff\xff" + blob[8:])
+
+
+def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str, np.ndarray], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from learner import checkpoint
+
+    batch = batch_from_columns(columns)
+    original = _learner()
+    for _ in range(3):
+        original.update(batch)
+    checkpoint.save(original, tmp_path / "ckpt", weights_version=5)
+    assert b"\x80\x04" not in (tmp_path / "ckpt" / "tensors.safetensors").read_bytes()[:64]
+    resumed = SACLearner(SPEC, CELL.gripper, NetworkConfig(), SACConfig(), device="cpu")
+    assert checkpoint.restore(resumed, tmp_path / "ckpt") == 5
+    assert resumed.updates == 3
+    torch.manual_seed(123)
+    expected = original.update(batch)
+    torch.manual_seed(123)
+    got = resumed.update(batch)
+    assert got == expected  # same networks, optimizer moments, α and counters: the same next step
+    for a, b in zip(original.q1.parameters(), resumed.q1.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -1,0 +1,93 @@
+"""Learner checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint directory holds ``tensors.safetensors`` (every network, the target networks,
+log α, and each Adam moment, under flat names) and ``state.json`` (optimizer hyper-parameters
+and step counts, the update counter, the last published weights version). It is written to a
+temporary directory and swapped in atomically, so a crash mid-write keeps the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from learner.sac import SACLearner
+
+_NETWORKS = ("encoder", "policy", "q1", "q2", "target_encoder", "target_q1", "target_q2")
+_OPTIMIZERS = ("critic_optimizer", "actor_optimizer", "alpha_optimizer")
+
+
+def save(learner: SACLearner, directory: Path, weights_version: int) -> None:
+    """Write the learner's full training state under ``directory``."""
+    tensors: dict[str, torch.Tensor] = {"log_alpha": learner.log_alpha.detach().cpu().reshape(1)}
+    for name in _NETWORKS:
+        for key, value in getattr(learner, name).state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+    optimizers: dict[str, Any] = {}
+    for name in _OPTIMIZERS:
+        state = getattr(learner, name).state_dict()
+        for param_id, fields in state["state"].items():
+            for field, value in fields.items():
+                tensors[f"{name}.state.{param_id}.{field}"] = torch.as_tensor(value).detach().cpu().reshape(-1).clone()
+        optimizers[name] = {
+            "param_groups": state["param_groups"],
+            "shapes": {
+                f"{pid}.{f}": list(torch.as_tensor(v).shape)
+                for pid, fs in state["state"].items()
+                for f, v in fs.items()
+            },
+        }
+    staging = directory.with_name(directory.name + ".writing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    save_file(tensors, str(staging / "tensors.safetensors"))
+    (staging / "state.json").write_text(
+        json.dumps({"updates": learner.updates, "weights_version": weights_version, "optimizers": optimizers})
+    )
+    previous = directory.with_name(directory.name + ".previous")
+    if directory.exists():
+        if previous.exists():
+            shutil.rmtree(previous)
+        directory.rename(previous)
+    staging.rename(directory)
+    if previous.exists():
+        shutil.rmtree(previous)
+    fd = os.open(directory.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def exists(directory: Path) -> bool:
+    return (directory / "state.json").is_file() and (directory / "tensors.safetensors").is_file()
+
+
+def restore(learner: SACLearner, directory: Path) -> int:
+    """Load a checkpoint into ``learner`` (strictly); returns the last published weights version."""
+    tensors = load_file(str(directory / "tensors.safetensors"), device=str(learner.device))
+    state = json.loads((directory / "state.json").read_text())
+    with torch.no_grad():
+        learner.log_alpha.copy_(tensors["log_alpha"].reshape(()))
+    for name in _NETWORKS:
+        prefix = f"{name}."
+        getattr(learner, name).load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+    for name in _OPTIMIZERS:
+        saved = state["optimizers"][name]
+        restored: dict[str, Any] = {"param_groups": saved["param_groups"], "state": {}}
+        for key, shape in saved["shapes"].items():
+            param_id, field = key.split(".", 1)
+            value = tensors[f"{name}.state.{key}"].reshape(shape)
+            restored["state"].setdefault(int(param_id), {})[field] = value
+        getattr(learner, name).load_state_dict(restored)
+    learner.updates = int(state["updates"])
+    return int(state["weights_version"])
