@@ -289,6 +289,96 @@ def train(
     )
 
 
+@app.command("eval")
+def evaluate_policy(
+    checkpoint: Annotated[
+        Path, typer.Option(help="A policy.safetensors (from a run dir) to evaluate.", exists=True, dir_okay=False)
+    ],
+    tier: Annotated[str, typer.Option(help="Difficulty tier.")] = "T0",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 100,
+    cells: Annotated[int, typer.Option(min=1, help="Cells stepped together.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the evaluation scenes.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Evaluate a policy deterministically: success rate with a 95 % (Wilson) interval, outcome counts."""
+    from graspfleet.evaluation import evaluate
+
+    try:
+        result = evaluate(checkpoint, CellConfig(), get_tier(tier), episodes, cells, seed)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    low, high = result.interval
+    if json_output:
+        print(
+            json.dumps(
+                {
+                    "tier": tier,
+                    "episodes": episodes,
+                    "weights_version": result.weights_version,
+                    "success_rate": result.success_rate,
+                    "ci95": [low, high],
+                    "outcomes": result.outcomes,
+                    "mean_return": result.mean_return,
+                }
+            )
+        )
+        return
+    console.print(
+        f"weights v{result.weights_version} on {tier}: success {result.success_rate:.1%} "
+        f"(95 % CI {low:.1%}–{high:.1%}) over {episodes} episodes; outcomes {result.outcomes}; "
+        f"mean return {result.mean_return:.2f}"
+    )
+
+
+@app.command()
+def status(
+    run_dir: Annotated[
+        Path | None, typer.Option(help="A run directory (its control_plane.json says where Redis is).")
+    ] = None,
+    redis: Annotated[str | None, typer.Option(help="Redis URL of the control plane (with --run).")] = None,
+    run: Annotated[str | None, typer.Option(help="Run name (with --redis).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What a running job is doing, read from its control plane: state, weights, shards, actors, events."""
+    from graspfleet.control_plane import ControlPlane
+
+    if run_dir is not None:
+        pointer = run_dir / "control_plane.json"
+        if not pointer.is_file():
+            raise _fail(f"{pointer} does not exist: is {run_dir} a distributed run directory?")
+        located = json.loads(pointer.read_text())
+        redis, run = redis or located["redis_url"], run or located["run"]
+    if redis is None or run is None:
+        raise _fail("give --run-dir, or --redis and --run")
+    plane = ControlPlane(redis, run, retries=1)
+    try:
+        report: dict[str, Any] = {
+            "run": run,
+            "state": plane.state(),
+            "weights_version": plane.latest_version(),
+            "shards": plane.shards(),
+            "desired_actors": plane.desired_actors(),
+            "events": plane.events()[-10:],
+        }
+    except Exception as exc:
+        raise _fail(f"control plane at {redis} not reachable: {exc}") from None
+    if json_output:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"run {run}", show_edge=False, show_header=False)
+    for key, value in report["state"].items():
+        table.add_row(key, value)
+    table.add_row("weights version", str(report["weights_version"]))
+    table.add_row("replay shards", ", ".join(report["shards"]) or "none alive")
+    table.add_row("desired actors", str(report["desired_actors"]))
+    console.print(table)
+    for event in report["events"]:
+        console.print(
+            f"  {event['id']}  {event['kind']}  "
+            + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "kind", "time"))
+        )
+
+
 replay_app = typer.Typer(help="The sharded replay service.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
 

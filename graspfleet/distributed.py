@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,8 @@ def train_distributed(
             server = stack.enter_context(RedisServer(directory=run_dir / "redis"))
             redis_url = server.url
         plane = ControlPlane(redis_url, run_dir.name.replace(":", "-") or "run")
+        # where `graspfleet status --run-dir` finds this run's control plane
+        (run_dir / "control_plane.json").write_text(json.dumps({"redis_url": redis_url, "run": plane.run}))
         if metrics_port is not None:
             start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
         signature = grasp_signature(observation_spec(config.cell))

@@ -79,3 +79,25 @@ def test_gives_up_after_its_retries(server: RedisServer) -> None:
     with pytest.raises(redis.ConnectionError):
         plane.latest_version()
     assert plane.reconnects == 2
+
+
+def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from graspfleet.cli import app
+
+    plane = ControlPlane(server.url, "myrun")
+    plane.set_state(status="training", tier="T1")
+    plane.publish_weights(4, b"w")
+    plane.heartbeat_shard("127.0.0.1:1234")
+    plane.append_event("promotion", {"to": "T1"})
+    (tmp_path / "control_plane.json").write_text(json.dumps({"redis_url": server.url, "run": "myrun"}))
+    result = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["state"]["tier"] == "T1" and data["weights_version"] == 4
+    assert data["shards"] == ["127.0.0.1:1234"] and data["events"][0]["kind"] == "promotion"
+    missing = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -170,3 +170,14 @@ def test_tangent_norm_penalty() -> None:
     penalty = lie.tangent_norm_penalty(std, mean, weight=2.0)
     assert penalty[0] == pytest.approx(2.0 * 0.06)
     assert penalty[1] == pytest.approx(2.0 * (0.24 + (3.0 - math.pi / 2) ** 2))
+
+
+@pytest.mark.parametrize("angle", [1e-5, 1e-4, 9.99e-3, 1e-2, 1.01e-2, 4.9e-2, 5.1e-2, 0.29, 0.31])
+def test_jacobians_are_accurate_on_both_sides_of_the_taylor_switch(angle: float) -> None:
+    xi = np.concatenate([[0.3, -0.2, 0.1], np.array([1.0, 1.0, 1.0]) / np.sqrt(3) * angle])
+    jac = se3.se3_left_jacobian(xi)
+    np.testing.assert_allclose(se3.se3_left_jacobian_inverse(xi) @ jac, np.eye(6), atol=1e-13)
+    torch64 = lie.se3_left_jacobian(torch.tensor(xi)).numpy()
+    np.testing.assert_allclose(torch64, jac, atol=1e-13)
+    torch32 = lie.se3_left_jacobian(torch.tensor(xi, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(torch32, jac, atol=1e-6)

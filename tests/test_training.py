@@ -45,3 +45,48 @@ def test_config_refuses_nonsense() -> None:
 
     with pytest.raises(ConfigError, match="batch_size"):
         dataclasses.replace(TrainConfig(), batch_size=0)
+
+
+def test_wilson_interval() -> None:
+    from graspfleet.evaluation import wilson_interval
+
+    low, high = wilson_interval(90, 100)
+    assert 0.82 < low < 0.84 and 0.94 < high < 0.96  # the textbook 95 % interval of 90/100
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_cli_eval_runs_a_trained_policy(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from graspfleet.cli import app
+
+    config = TrainConfig(
+        cells=2,
+        env_steps=64,
+        batch_size=8,
+        min_replay=16,
+        device="cpu",
+        replay=ShardConfig(capacity=2_000, min_size_to_sample=1),
+    )
+    train_serial(config, tmp_path / "run")
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(tmp_path / "run" / "policy.safetensors"),
+            "--episodes",
+            "4",
+            "--cells",
+            "2",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["episodes"] == 4 and sum(data["outcomes"].values()) <= 4 * 4
+    low, high = data["ci95"]
+    assert 0.0 <= low <= data["success_rate"] <= high <= 1.0

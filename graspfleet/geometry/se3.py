@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SMALL_ANGLE = 1e-4
-"""Below this angle (rad) the closed-form coefficients switch to their Taylor series."""
+SMALL_ANGLE = 1e-2
+"""Below this angle (rad) the coefficients use their Taylor series (to θ⁴; the next terms are below
+1e-16 there). Above it the closed forms avoid cancellation: 1 − cos θ is computed as 2 sin²(θ/2)."""
 
 
 def hat(omega: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ def _coefficients(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     t = np.where(small, 1.0, theta)
     t2 = theta * theta
     a = np.where(small, 1.0 - t2 / 6.0 + t2 * t2 / 120.0, np.sin(t) / t)
-    b = np.where(small, 0.5 - t2 / 24.0 + t2 * t2 / 720.0, (1.0 - np.cos(t)) / (t * t))
+    b = np.where(small, 0.5 - t2 / 24.0 + t2 * t2 / 720.0, 2.0 * np.sin(t / 2.0) ** 2 / (t * t))
     c = np.where(small, 1.0 / 6.0 - t2 / 120.0 + t2 * t2 / 5040.0, (t - np.sin(t)) / (t * t * t))
     return a, b, c
 
@@ -140,14 +141,14 @@ def so3_left_jacobian_inverse(omega: np.ndarray) -> np.ndarray:
     d = np.where(
         small,
         1.0 / 12.0 + t2 / 720.0 + t2 * t2 / 30240.0,
-        (1.0 - t * np.sin(t) / (2.0 * (1.0 - np.cos(t)))) / (t * t),
+        (1.0 - t * np.sin(t) / (4.0 * np.sin(t / 2.0) ** 2)) / (t * t),
     )
     k = hat(w)
     return np.eye(3) - 0.5 * k + d[..., None, None] * (k @ k)
 
 
 def _q_coefficients(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    small = theta < 1e-2
+    small = theta < 5e-2
     t = np.where(small, 1.0, theta)
     t2 = theta * theta
     c1 = np.where(small, 1 / 6 - t2 / 120 + t2 * t2 / 5040, (t - np.sin(t)) / t**3)

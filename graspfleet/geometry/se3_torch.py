@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-SMALL_ANGLE = 1e-3
-"""Below this angle (rad) the closed-form coefficients switch to their Taylor series (the
-series are exact to ~1e-16 relative there in float64)."""
+SMALL_ANGLE = {torch.float64: 1e-2, torch.float32: 0.3, torch.float16: 0.5, torch.bfloat16: 0.5}
+"""Per dtype, the angle (rad) below which coefficients use their Taylor series (to θ⁴): where the
+closed forms' cancellation would cost more digits than the series' truncation."""
 GRADIENT_CONDITION_ANGLE = math.pi / 2
 """Seed section 3: beyond this rotation angle the Exp gradient map is conditioned."""
 MAX_GRADIENT_CONDITION = 1e4
@@ -47,7 +47,7 @@ def vee(matrix: torch.Tensor) -> torch.Tensor:
 def _angle(omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """θ², a NaN-free θ for the closed forms (1 where small), and the small-angle mask."""
     t2 = (omega * omega).sum(-1)
-    small = t2 < SMALL_ANGLE**2
+    small = t2 < SMALL_ANGLE.get(omega.dtype, 1e-2) ** 2
     t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
     return t2, t, small
 
@@ -55,7 +55,7 @@ def _angle(omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def _abc(omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     t2, t, small = _angle(omega)
     a = torch.where(small, 1 - t2 / 6 + t2 * t2 / 120, torch.sin(t) / t)
-    b = torch.where(small, 0.5 - t2 / 24 + t2 * t2 / 720, (1 - torch.cos(t)) / (t * t))
+    b = torch.where(small, 0.5 - t2 / 24 + t2 * t2 / 720, 2 * torch.sin(t / 2) ** 2 / (t * t))
     c = torch.where(small, 1 / 6 - t2 / 120 + t2 * t2 / 5040, (t - torch.sin(t)) / (t * t * t))
     return a, b, c
 
@@ -84,7 +84,7 @@ def so3_left_jacobian_inverse(omega: torch.Tensor) -> torch.Tensor:
     d = torch.where(
         small,
         1 / 12 + t2 / 720 + t2 * t2 / 30240,
-        (1 - t * torch.sin(t) / (2 * (1 - torch.cos(t)))) / (t * t),
+        (1 - t * torch.sin(t) / (4 * torch.sin(t / 2) ** 2)) / (t * t),
     )
     k = hat(omega)
     return _eye(3, omega) - 0.5 * k + d[..., None, None] * (k @ k)
@@ -152,7 +152,7 @@ def _q_block(xi: torch.Tensor) -> torch.Tensor:
     rho, omega = xi[..., :3], xi[..., 3:]
     p, w = hat(rho), hat(omega)
     t2 = (omega * omega).sum(-1)
-    small = t2 < 1e-4
+    small = t2 < max(SMALL_ANGLE.get(omega.dtype, 1e-2), 5e-2) ** 2
     t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
     c1 = torch.where(small, 1 / 6 - t2 / 120 + t2 * t2 / 5040, (t - torch.sin(t)) / t**3)
     c2 = torch.where(small, 1 / 24 - t2 / 720 + t2 * t2 / 40320, (t * t + 2 * torch.cos(t) - 2) / (2 * t**4))

@@ -1,0 +1,71 @@
+"""Evaluation of a published policy: deterministic actions on a tier, success with a confidence interval."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from actors.sim_actor import PolicyCopy
+from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
+from graspfleet.sim.config import CellConfig, TierConfig
+from learner.config import NetworkConfig
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95 % by default)."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    episodes: int
+    weights_version: int
+    outcomes: dict[str, int]
+    success_rate: float
+    interval: tuple[float, float]
+    mean_return: float
+
+
+def evaluate(
+    weights: Path | bytes,
+    cell: CellConfig,
+    tier: TierConfig,
+    episodes: int,
+    cells: int = 8,
+    seed: int = 0,
+    network: NetworkConfig | None = None,
+) -> Evaluation:
+    """Run ``episodes`` episodes of the deterministic policy (no exploration noise) through the pipeline."""
+    if episodes < 1:
+        raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    policy = PolicyCopy(cell, network or NetworkConfig())
+    policy.load(weights.read_bytes() if isinstance(weights, Path) else weights)
+    env = CartesianBackend(GraspCellBatch(cell, tier, cells, seed=seed), cell, strict=False)
+    obs, _ = env.reset(seed=seed)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        actions, _ = policy.act(obs, deterministic=True)
+        obs, _, terminated, truncated, info = env.step(actions)
+        for i in np.flatnonzero(terminated | truncated)[: episodes - len(returns)]:
+            returns.append(float(info["episode_return"][i]))
+            for name in OUTCOMES:
+                counts[name] += int(info[f"outcome_{name}"][i])
+    return Evaluation(
+        episodes=episodes,
+        weights_version=policy.version,
+        outcomes=counts,
+        success_rate=counts["success"] / episodes,
+        interval=wilson_interval(counts["success"], episodes),
+        mean_return=float(np.mean(returns)),
+    )
