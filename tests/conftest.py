@@ -8,6 +8,8 @@ import pytest
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.tiers import get_tier
+from graspfleet.training import TrainConfig
+from replay.config import ShardConfig
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +31,16 @@ def hold_action(batch: GraspCellBatch, width: float = 0.09, force: float = 20.0)
     """Actions that keep every arm at its home pose with the given gripper command."""
     home = batch.cells[0].home_qpos
     return np.tile(np.concatenate([home, [width, force]]), (batch.num_cells, 1))
+
+
+def small_train_config(**overrides: object) -> TrainConfig:
+    """A training config small enough for a test: CPU, short chunks, frequent publishing and checks."""
+    defaults: dict[str, object] = {
+        "device": "cpu",
+        "batch_size": 16,
+        "chunk_length": 8,
+        "publish_every": 5,
+        "version_check_every": 5,
+        "replay": ShardConfig(capacity=20_000, min_size_to_sample=1),
+    }
+    return TrainConfig(**{**defaults, **overrides})  # type: ignore[arg-type]

@@ -7,26 +7,14 @@ from pathlib import Path
 
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
-from graspfleet.training import TrainConfig
 from replay.client import HashRing
-from replay.config import ShardConfig
 
+from .conftest import small_train_config
 from .test_replay_service import _info
 
 
 def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> None:
-    config = TrainConfig(
-        cells=4,
-        actors=2,
-        env_steps=1200,
-        batch_size=32,
-        min_replay=160,
-        publish_every=5,
-        version_check_every=5,
-        chunk_length=8,
-        device="cpu",
-        replay=ShardConfig(capacity=20_000, min_size_to_sample=1),
-    )
+    config = small_train_config(cells=4, actors=2, env_steps=1200, batch_size=32, min_replay=160)
     port = free_port()
     started: list[DistributedRun] = []
     seen: dict[str, object] = {"sizes": {}, "metrics": ""}
@@ -59,18 +47,7 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
 
     import ray
 
-    config = TrainConfig(
-        cells=2,
-        actors=2,
-        env_steps=900,
-        batch_size=16,
-        min_replay=60,
-        publish_every=5,
-        version_check_every=5,
-        chunk_length=8,
-        device="cpu",
-        replay=ShardConfig(capacity=20_000, min_size_to_sample=1),
-    )
+    config = small_train_config(cells=2, actors=2, env_steps=900, min_replay=60)
     port = free_port()
     started: list[DistributedRun] = []
     killed: list[int] = []
@@ -100,19 +77,7 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
 def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     from graspfleet.control_plane import ControlPlane
 
-    config = TrainConfig(
-        cells=2,
-        actors=1,
-        env_steps=500,
-        batch_size=16,
-        min_replay=40,
-        publish_every=5,
-        checkpoint_every=10,
-        version_check_every=5,
-        chunk_length=8,
-        device="cpu",
-        replay=ShardConfig(capacity=20_000, min_size_to_sample=1),
-    )
+    config = small_train_config(cells=2, actors=1, env_steps=500, min_replay=40, checkpoint_every=10)
     run_dir = tmp_path / "run"
     crashed_at: dict[str, float] = {}
 

@@ -12,17 +12,18 @@ from graspfleet.training import TrainConfig, train_serial
 from learner.weights import deserialize
 from replay.config import ShardConfig
 
+from .conftest import small_train_config
+
 
 def test_serial_run_learns_publishes_and_actors_adopt(tmp_path: Path) -> None:
-    config = TrainConfig(
+    config = small_train_config(
         cells=4,
         env_steps=600,
         batch_size=32,
         updates_per_step=1.0,
         min_replay=120,
         publish_every=10,
-        version_check_every=5,
-        device="cpu",
+        chunk_length=32,
         replay=ShardConfig(capacity=5_000, min_size_to_sample=1),
     )
     progress: list[dict[str, float]] = []
@@ -63,12 +64,14 @@ def test_cli_eval_runs_a_trained_policy(tmp_path: Path) -> None:
 
     from graspfleet.cli import app
 
-    config = TrainConfig(
+    config = small_train_config(
         cells=2,
         env_steps=64,
         batch_size=8,
         min_replay=16,
-        device="cpu",
+        chunk_length=32,
+        publish_every=50,
+        version_check_every=25,
         replay=ShardConfig(capacity=2_000, min_size_to_sample=1),
     )
     train_serial(config, tmp_path / "run")
