@@ -11,6 +11,7 @@ and loads new weights only when the version changed, never unpickling.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
-from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
@@ -53,6 +54,12 @@ class WeightSource(Protocol):
     def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
 
 
+class VersionAnnouncements(Protocol):
+    """Push notice of new versions (``graspfleet.control_plane.WeightNotifications`` is one)."""
+
+    def newest(self) -> int | None: ...
+
+
 @dataclasses.dataclass
 class ActorStats:
     env_steps: int = 0
@@ -66,10 +73,10 @@ class ActorStats:
 class PolicyCopy:
     """The encoder and policy on the actor's CPU, loaded from safetensors blobs."""
 
-    def __init__(self, cell: CellConfig, network: NetworkConfig) -> None:
+    def __init__(self, cell: CellConfig, network: NetworkConfig, action: ActionConfig) -> None:
         spec = observation_spec(cell)
         self.encoder = ObservationEncoder(spec, network).eval()
-        self.policy = SE3Policy(network.latent_dim, network, cell.gripper.max_width, cell.gripper.max_force).eval()
+        self.policy = SE3Policy(network.latent_dim, network, *cartesian_action_bounds(cell, action)).eval()
         self.version = -1
 
     def load(self, blob: bytes) -> int:
@@ -104,14 +111,17 @@ class SimActor:
         action: ActionConfig | None = None,
         seed: int | None = None,
         version_check_every: int = 50,
+        announcements: VersionAnnouncements | None = None,
     ) -> None:
+        """``version_check_every``: steps between polls of the latest version; with
+        ``announcements`` a new version is also picked up at the first step after its notice."""
         self.actor_id = actor_id
         self.tier = get_tier(tier) if isinstance(tier, str) else tier
         self.env = CartesianBackend(
             GraspCellBatch(cell, self.tier, num_cells, seed=seed), cell, action or ActionConfig(), strict=False
         )
         self.num_cells = num_cells
-        self.policy = PolicyCopy(cell, network or NetworkConfig())
+        self.policy = PolicyCopy(cell, network or NetworkConfig(), action or ActionConfig())
         self.exploration = exploration or ExplorationConfig()
         self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
         self.sinks = [sink_factory(f"{actor_id}/{i}") for i in range(num_cells)]
@@ -120,6 +130,9 @@ class SimActor:
             sink.tier = tier_index
         self.weights = weights
         self.version_check_every = version_check_every
+        self.announcements = announcements
+        self.adoptions: list[tuple[int, float]] = []
+        """(version, unix time) of each weights load, for the weight-sync latency."""
         self.stats = ActorStats()
         self.last_entropy = self.exploration.entropy_high
         self._steps_since_check = version_check_every
@@ -128,7 +141,9 @@ class SimActor:
     def maybe_update_weights(self, force: bool = False) -> bool:
         """Load the latest weights if their version changed; returns whether it did."""
         self._steps_since_check += 1
-        if not force and self._steps_since_check < self.version_check_every:
+        announced = self.announcements.newest() if self.announcements is not None else None
+        is_news = announced is not None and announced > self.policy.version
+        if not force and not is_news and self._steps_since_check < self.version_check_every:
             return False
         self._steps_since_check = 0
         latest = self.weights.latest_version()
@@ -138,6 +153,7 @@ class SimActor:
         if fetched is None:
             return False
         self.policy.load(fetched[1])
+        self.adoptions.append((self.policy.version, time.time()))
         for sink in self.sinks:
             sink.policy_version = self.policy.version
         self.stats.weight_updates += 1
@@ -148,13 +164,18 @@ class SimActor:
         self.maybe_update_weights()
         actions, entropy = self.policy.act(self.obs)
         self.last_entropy = entropy
-        actions = actions + self.noise.sample(entropy_scale(entropy, self.exploration))
+        # noise can push a proposal out of the action box: store and send what is inside it
+        actions = np.clip(
+            actions + self.noise.sample(entropy_scale(entropy, self.exploration)),
+            self.env.action_low,
+            self.env.action_high,
+        )
         obs, reward, terminated, truncated, info = self.env.step(actions)
         final = info.get("final_observation")
         for i, sink in enumerate(self.sinks):
             step = {k: self.obs[k][i] for k in OBSERVATION_KEYS}
             step.update(
-                action=actions[i].astype(np.float32),  # the policy's (noisy) Cartesian proposal
+                action=actions[i].astype(np.float32),  # the noisy proposal, inside the action box
                 reward=np.float32(reward[i]),
                 terminated=bool(terminated[i]),
                 truncated=bool(truncated[i]),

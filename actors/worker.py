@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from actors.sim_actor import SimActor
 from graspfleet.config import from_mapping
 from graspfleet.control_plane import ControlPlane
@@ -24,6 +26,8 @@ class ActorWorker:
         self, actor_id: str, config: dict[str, Any], redis_url: str, run: str, shards: list[str], seed: int
     ) -> None:
         train = from_mapping(TrainConfig, config)
+        # many actors share a node's cores with the learner: one thread each for batched inference
+        torch.set_num_threads(1)
         self.plane = ControlPlane(redis_url, run)
         self.actor = SimActor(
             actor_id,
@@ -37,12 +41,15 @@ class ActorWorker:
             action=train.action,
             seed=seed,
             version_check_every=train.version_check_every,
+            announcements=self.plane.weight_notifications(),
         )
 
-    def run(self, steps: int) -> dict[str, int]:
-        """Step the cells ``steps`` times; returns this call's counts and the adopted weights version."""
+    def run(self, steps: int) -> dict[str, Any]:
+        """Step the cells ``steps`` times; returns this call's counts, the weights version in use and
+        the (version, unix time) of each weights load since the last call."""
         before = self.actor.stats
         env, episodes, successes = before.env_steps, before.episodes, before.outcomes["success"]
+        self.actor.adoptions.clear()
         for _ in range(steps):
             self.actor.step()
         stats = self.actor.stats
@@ -51,6 +58,7 @@ class ActorWorker:
             "episodes": stats.episodes - episodes,
             "successes": stats.outcomes["success"] - successes,
             "weights_version": self.actor.policy.version,
+            "adoptions": self.actor.adoptions[:],
             "pid": os.getpid(),
         }
 

@@ -259,6 +259,13 @@ def train(
         task = progress.add_task("env steps", total=config.env_steps, stats="filling replay")
 
         def update(row: dict[str, float]) -> None:
+            if "eval_success_rate" in row:
+                low, high = row["eval_ci_low"], row["eval_ci_high"]
+                progress.console.print(
+                    f"evaluation after {int(row['eval_updates']):,} updates: success "
+                    f"{row['eval_success_rate']:.0%} (95 % CI {low:.2f}–{high:.2f})"
+                )
+                return
             progress.update(
                 task,
                 completed=int(row["env_steps"]),
@@ -268,20 +275,27 @@ def train(
                 ),
             )
 
-        if serial:
-            report = train_serial(config, directory, on_progress=update)
-        else:
-            from graspfleet.distributed import train_distributed
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+        try:
+            if serial:
+                report = train_serial(config, directory, on_progress=update)
+            else:
+                from graspfleet.distributed import train_distributed
 
-            report = train_distributed(
-                config,
-                directory,
-                shards=shards,
-                redis_url=redis,
-                address=address,
-                metrics_port=metrics_port,
-                on_progress=update,
-            )
+                report = train_distributed(
+                    config,
+                    directory,
+                    shards=shards,
+                    redis_url=redis,
+                    address=address,
+                    metrics_port=metrics_port,
+                    on_progress=update,
+                )
+        except KeyboardInterrupt:
+            resume = "" if serial else "; the same command with the same --run-dir resumes from its checkpoint"
+            console.print(f"[yellow]interrupted[/]: the policy and metrics so far are in {directory}{resume}")
+            raise typer.Exit(130) from None
     console.print(
         f"{report.env_steps:,} env steps, {report.updates:,} updates, weights v{report.weights_version}, "
         f"{report.successes}/{report.episodes} successful episodes in {report.seconds:.0f} s; final policy in "
@@ -299,12 +313,27 @@ def evaluate_policy(
     cells: Annotated[int, typer.Option(min=1, help="Cells stepped together.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation scenes.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The training config (default: config.yaml beside the checkpoint, else the defaults).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a policy deterministically: success rate with a 95 % (Wilson) interval, outcome counts."""
+    from graspfleet.config import load
     from graspfleet.evaluation import evaluate
+    from graspfleet.training import TrainConfig
 
+    beside = checkpoint.parent / "config.yaml"
     try:
-        result = evaluate(checkpoint, CellConfig(), get_tier(tier), episodes, cells, seed)
+        config = load(TrainConfig, config_file or (beside if beside.is_file() else None), [])
+        result = evaluate(
+            checkpoint, config.cell, get_tier(tier), episodes, cells, seed, network=config.network, action=config.action
+        )
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from None
     low, high = result.interval

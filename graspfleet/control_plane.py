@@ -6,6 +6,8 @@ Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touch
 ``weights:latest``            the newest published version (an integer)
 ``weights:{version}``         the safetensors blob of that version; every version is kept
                               (seed section 7: snapshot every model version for traceability)
+``weights:published``         a hash: version → unix time of its publication
+``weights:notify``            pub/sub channel announcing each new version (actors listen)
 ``state``                     a hash of the run's state (tier, status, learner step, …)
 ``shards``                    a hash: replay shard address → last heartbeat (unix seconds)
 ``actors:desired:{kind}``     how many actors of a kind (``sim``, ``arm``) the run should have
@@ -19,6 +21,7 @@ are safetensors bytes, everything else strings and numbers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -30,11 +33,49 @@ T = TypeVar("T")
 _PUBLISH = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local version = tonumber(ARGV[1])
-if version <= latest then return latest end
+if version <= latest then return {0, latest} end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
-return version
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('PUBLISH', KEYS[4], ARGV[1])
+return {1, version}
 """
+
+
+class WeightNotifications:
+    """Push notice of new weight versions (Redis pub/sub), read without blocking.
+
+    Pub/sub delivers at most once and drops messages while disconnected, so it only shortens the
+    wait: actors still poll ``weights:latest`` every few steps, and a broken subscription is
+    reopened on the next read.
+    """
+
+    def __init__(self, client: Any, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.pubsub: Any = None
+
+    def newest(self) -> int | None:
+        """The highest version announced since the last call, or None."""
+        try:
+            if self.pubsub is None:
+                self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                self.pubsub.subscribe(self.channel)
+            newest = None
+            while (message := self.pubsub.get_message(timeout=0)) is not None:
+                if message.get("type") == "message":
+                    version = int(message["data"])
+                    newest = version if newest is None else max(newest, version)
+            return newest
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                self.pubsub.close()
+            self.pubsub = None
 
 
 class StaleWeights(ValueError):
@@ -90,15 +131,19 @@ class ControlPlane:
 
     def publish_weights(self, version: int, blob: bytes) -> None:
         """Store ``blob`` as ``version`` and make it the latest; refuses a version not newer."""
-        result = int(
-            self._call(
-                lambda: self._publish(
-                    keys=[self.key("weights:latest"), self.key(f"weights:{version}")], args=[version, blob]
-                )
+        accepted, latest = self._call(
+            lambda: self._publish(
+                keys=[
+                    self.key("weights:latest"),
+                    self.key(f"weights:{version}"),
+                    self.key("weights:published"),
+                    self.key("weights:notify"),
+                ],
+                args=[version, blob, f"{time.time():.6f}"],
             )
         )
-        if result != version:
-            raise StaleWeights(f"weights: version {version} is not newer than the published {result}")
+        if not accepted:
+            raise StaleWeights(f"weights: version {version} is not newer than the published {latest}")
 
     def latest_version(self) -> int:
         """The newest published version, or −1 (one cheap GET: actors poll it)."""
@@ -114,13 +159,22 @@ class ControlPlane:
         blob = self._call(lambda: self.client.get(self.key(f"weights:{version}")))
         return None if blob is None else (version, bytes(blob))
 
+    def published_at(self) -> dict[int, float]:
+        """Version → unix time it was published."""
+        raw = self._call(lambda: self.client.hgetall(self.key("weights:published")))
+        return {int(k): float(v) for k, v in raw.items()}
+
+    def weight_notifications(self) -> WeightNotifications:
+        """A subscription to new-version announcements (see :class:`WeightNotifications`)."""
+        return WeightNotifications(self.client, self.key("weights:notify"))
+
     def weight_versions(self) -> list[int]:
         """Every stored version, ascending."""
         keys = self._call(lambda: list(self.client.scan_iter(match=self.key("weights:*"), count=1000)))
         versions = []
         for key in keys:
             suffix = key.decode().rsplit(":", 1)[1]
-            if suffix.isdigit():
+            if suffix.isdigit():  # not latest, published or notify
                 versions.append(int(suffix))
         return sorted(versions)
 

@@ -5,9 +5,11 @@
 - Redis: a private ``redis-server`` in the run directory unless ``redis_url`` is given;
 - Ray: a local cluster unless ``address`` is given; actors are ``ActorWorker``s made remote with
   ``max_restarts=-1``, so an actor that dies is restarted and streams again;
-- replay: ``shards`` shard processes on loopback, registered in the control plane;
-- the learner runs in this process: it samples from every shard (fan-in with prefetch), updates,
-  and publishes each ``publish_every``-th version to Redis, where actors pick it up; every
+- replay: ``shards`` shard processes on loopback, registered in the control plane, whose rate
+  limiters hold the update-to-data ratio ``updates_per_step``;
+- the learner runs in this process: it samples from every shard (fan-in with prefetch) and from
+  the expert demonstrations, updates, and publishes each ``publish_every``-th version to Redis,
+  announcing it so actors load it at their next step (weight sync is measured); every
   ``checkpoint_every`` updates it checkpoints its full state to ``run_dir/learner``, and a run
   started on the same directory resumes from it, numbering versions on from the last.
 
@@ -26,21 +28,52 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from actors.worker import ActorWorker
+from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
+from graspfleet.plots import plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.spec import observation_spec
-from graspfleet.training import TrainConfig, TrainReport
+from graspfleet.training import CsvLog, DemonstrationBatches, TrainConfig, TrainReport
 from learner import checkpoint as learner_checkpoint
 from learner.sac import SACLearner, batch_from_columns
 from learner.weights import serialize
 from replay.client import ReplaySampler, ReplayUnavailable
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
+
+RATE_LIMIT_SLACK_UPDATES = 200
+"""How many updates the learner may run ahead of (or behind) the ratio ``updates_per_step`` sets."""
+
+
+class WeightSyncTracker:
+    """Weight-sync latency: from a version's publication until every actor runs it (or a newer one)."""
+
+    def __init__(self, actors: int) -> None:
+        self.actors = actors
+        self.pending: dict[int, tuple[float, dict[int, float]]] = {}
+        """version → (published at, actor index → adopted at)"""
+        self.latencies: list[float] = []
+
+    def published(self, version: int, at: float) -> None:
+        self.pending[version] = (at, {})
+
+    def adopted(self, actor: int, version: int, at: float) -> list[float]:
+        """Record that ``actor`` loaded ``version`` at ``at``; returns the latencies of the versions
+        this completed."""
+        done = []
+        for pending_version, (published, adopters) in list(self.pending.items()):
+            if pending_version <= version:
+                adopters.setdefault(actor, at)
+                if len(adopters) == self.actors:
+                    done.append(max(adopters.values()) - published)
+                    del self.pending[pending_version]
+        self.latencies.extend(done)
+        return done
 
 
 class LearnerMetrics:
@@ -55,6 +88,12 @@ class LearnerMetrics:
         self.losses = Gauge("graspfleet_learner_loss", "Learner losses", ["name"], registry=r)
         self.alpha = Gauge("graspfleet_learner_alpha", "SAC temperature", registry=r)
         self.actor_restarts = Counter("graspfleet_actor_restarts", "Actor processes found restarted", registry=r)
+        self.weight_sync = Histogram(
+            "graspfleet_weight_sync_seconds",
+            "From a weights version's publication until every actor runs it",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
 
 
 @dataclasses.dataclass
@@ -104,6 +143,11 @@ def train_distributed(
                     "--min-size",
                     # each shard holds about 1/shards of the data: its minimum is that share
                     str(max(1, config.min_replay // shards)),
+                    # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
+                    "--samples-per-insert",
+                    str(config.batch_size * config.updates_per_step / config.cells),
+                    "--error-buffer",
+                    str(RATE_LIMIT_SLACK_UPDATES * config.batch_size / shards),
                     "--metrics-port",
                     str(free_port()),
                 ],
@@ -114,7 +158,11 @@ def train_distributed(
             plane.heartbeat_shard(shard.address)
         addresses = [s.address for s in shard_processes]
         learner = SACLearner(
-            observation_spec(config.cell), config.cell.gripper, config.network, config.sac, config.device
+            observation_spec(config.cell),
+            cartesian_action_bounds(config.cell, config.action),
+            config.network,
+            config.sac,
+            config.device,
         )
         checkpoint_dir = run_dir / "learner"
         resumed = (
@@ -137,71 +185,104 @@ def train_distributed(
         stack.callback(lambda: [ray.kill(a) for a in actors])
         if on_start is not None:
             on_start(DistributedRun(plane, shard_processes, actors, metrics_port))
-        sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size, prefetch=4))
+        demonstrations = DemonstrationBatches(config, learner.device)
+        sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4))
         plane.set_state(status="training", tier=config.tier)
-        pending = {actor.run.remote(steps_per_call): actor for actor in actors}
+        # two calls queued per actor, so an actor never idles while the driver is busy updating
+        pending = {actor.run.remote(steps_per_call): actor for actor in actors for _ in range(2)}
+        sync = WeightSyncTracker(len(actors))
         env_steps = episodes = successes = 0
         adopted: set[int] = set()
         pids: dict[int, int] = {}
         last: dict[str, float] = {}
-        while env_steps < config.env_steps:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-            for ref in ready:
-                actor = pending.pop(ref)
-                try:
-                    report = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                    pending[actor.run.remote(steps_per_call)] = actor  # Ray restarts it
+        progress = CsvLog(run_dir / "metrics.csv")
+        try:
+            while env_steps < config.env_steps and (
+                config.time_budget is None or time.perf_counter() - start < config.time_budget
+            ):
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                for ref in ready:
+                    actor = pending.pop(ref)
+                    try:
+                        report = ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                        pending[actor.run.remote(steps_per_call)] = actor  # Ray restarts it
+                        continue
+                    index = actors.index(actor)
+                    if pids.get(index, report["pid"]) != report["pid"]:
+                        metrics.actor_restarts.inc()
+                    pids[index] = report["pid"]
+                    env_steps += report["env_steps"]
+                    episodes += report["episodes"]
+                    successes += report["successes"]
+                    adopted.add(report["weights_version"])
+                    for adopted_version, at in report["adoptions"]:
+                        for latency in sync.adopted(index, adopted_version, at):
+                            metrics.weight_sync.observe(latency)
+                    metrics.env_steps.inc(report["env_steps"])
+                    metrics.episodes.labels(outcome="success").inc(report["successes"])
+                    pending[actor.run.remote(steps_per_call)] = actor
+                if env_steps < config.min_replay:
+                    time.sleep(0.05)
                     continue
-                index = actors.index(actor)
-                if pids.get(index, report["pid"]) != report["pid"]:
-                    metrics.actor_restarts.inc()
-                pids[index] = report["pid"]
-                env_steps += report["env_steps"]
-                episodes += report["episodes"]
-                successes += report["successes"]
-                adopted.add(report["weights_version"])
-                metrics.env_steps.inc(report["env_steps"])
-                metrics.episodes.labels(outcome="success").inc(report["successes"])
-                pending[actor.run.remote(steps_per_call)] = actor
-            if env_steps < config.min_replay:
-                time.sleep(0.05)
-                continue
-            waited = time.perf_counter()
-            try:
-                # short waits: actors only step when this loop hands them work
-                batch = sampler.sample(timeout=0.5)
-            except ReplayUnavailable:
+                waited = time.perf_counter()
+                try:
+                    # short waits: actors only step when this loop hands them work
+                    batch = sampler.sample(timeout=0.5)
+                except ReplayUnavailable:
+                    metrics.sample_wait.inc(time.perf_counter() - waited)
+                    continue
                 metrics.sample_wait.inc(time.perf_counter() - waited)
-                continue
-            metrics.sample_wait.inc(time.perf_counter() - waited)
-            last = learner.update(batch_from_columns(batch.columns, learner.device, batch.weights))
-            metrics.updates.inc()
-            for name in ("critic_loss", "actor_loss", "alpha_loss"):
-                metrics.losses.labels(name=name).set(last[name])
-            metrics.alpha.set(last["alpha"])
-            if learner.updates % config.checkpoint_every == 0:
-                learner_checkpoint.save(learner, checkpoint_dir, version)
-            if learner.updates % config.publish_every == 0:
-                version += 1
-                plane.publish_weights(version, serialize(learner.policy_tensors(), version))
-                metrics.version.set(version)
-                plane.set_state(weights_version=version, updates=learner.updates, env_steps=env_steps)
-                if on_progress is not None:
-                    on_progress(
+                last = learner.update(
+                    batch_from_columns(batch.columns, learner.device, batch.weights), demonstrations.sample()
+                )
+                metrics.updates.inc()
+                for name in ("critic_loss", "actor_loss", "alpha_loss"):
+                    metrics.losses.labels(name=name).set(last[name])
+                metrics.alpha.set(last["alpha"])
+                if learner.updates % config.checkpoint_every == 0:
+                    learner_checkpoint.save(learner, checkpoint_dir, version)
+                if learner.updates % config.publish_every == 0:
+                    version += 1
+                    blob = serialize(learner.policy_tensors(), version)
+                    sync.published(version, time.time())
+                    plane.publish_weights(version, blob)
+                    metrics.version.set(version)
+                    plane.set_state(weights_version=version, updates=learner.updates, env_steps=env_steps)
+                    progress.append(
                         {
-                            "seconds": time.perf_counter() - start,
+                            "seconds": round(time.perf_counter() - start, 2),
                             "env_steps": env_steps,
                             "updates": learner.updates,
                             "weights_version": version,
                             "episodes": episodes,
                             "success_rate": successes / episodes if episodes else 0.0,
                             "actor_versions": len(adopted),
-                            **last,
+                            **{k: round(v, 5) for k, v in last.items()},
                         }
                     )
-        ray.get(list(pending))
-        learner_checkpoint.save(learner, checkpoint_dir, version)
-        plane.set_state(status="finished")
-        (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
-    return TrainReport(env_steps, learner.updates, version, time.perf_counter() - start, episodes, successes, None)
+                    if on_progress is not None:
+                        on_progress(progress.rows[-1])
+            ray.get(list(pending))
+            plane.set_state(status="finished")
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was learned; the same run dir resumes from here
+            plane.set_state(status="interrupted")
+            plane.append_event("interrupted", {"updates": learner.updates, "weights_version": version})
+            raise
+        finally:
+            learner_checkpoint.save(learner, checkpoint_dir, version)
+            (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
+            progress.close()
+            plot_training_curves(run_dir, f"graspfleet train: {config.tier}")
+    return TrainReport(
+        env_steps,
+        learner.updates,
+        version,
+        time.perf_counter() - start,
+        episodes,
+        successes,
+        run_dir / "metrics.csv",
+        demonstration_steps=demonstrations.steps,
+        weight_sync_seconds=sync.latencies,
+    )

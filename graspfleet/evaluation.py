@@ -10,6 +10,7 @@ import numpy as np
 
 from actors.sim_actor import PolicyCopy
 from graspfleet.actions.cartesian import CartesianBackend
+from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
 from learner.config import NetworkConfig
@@ -44,13 +45,14 @@ def evaluate(
     cells: int = 8,
     seed: int = 0,
     network: NetworkConfig | None = None,
+    action: ActionConfig | None = None,
 ) -> Evaluation:
     """Run ``episodes`` episodes of the deterministic policy (no exploration noise) through the pipeline."""
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1, got {episodes}")
-    policy = PolicyCopy(cell, network or NetworkConfig())
+    policy = PolicyCopy(cell, network or NetworkConfig(), action or ActionConfig())
     policy.load(weights.read_bytes() if isinstance(weights, Path) else weights)
-    env = CartesianBackend(GraspCellBatch(cell, tier, cells, seed=seed), cell, strict=False)
+    env = CartesianBackend(GraspCellBatch(cell, tier, cells, seed=seed), cell, action, strict=False)
     obs, _ = env.reset(seed=seed)
     counts = dict.fromkeys(OUTCOMES, 0)
     returns: list[float] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from graspfleet.ports import free_port
+from graspfleet.processes import start_child
 
 
 class RedisNotInstalled(RuntimeError):
@@ -41,7 +42,7 @@ class RedisServer:
 
     def start(self, timeout: float = 20.0) -> None:
         assert self.binary is not None
-        self.process = subprocess.Popen(
+        self.process = start_child(
             [
                 self.binary,
                 "--port",

@@ -12,26 +12,31 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from actors.exploration import ExplorationConfig
 from actors.sim_actor import SimActor
+from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import require
+from graspfleet.evaluation import evaluate
+from graspfleet.plots import plot_training_curves
 from graspfleet.sim.config import CellConfig
+from graspfleet.sim.tiers import get_tier
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig, SACConfig
-from learner.sac import SACLearner, batch_from_columns
+from learner.demonstrations import collect_demonstrations
+from learner.sac import Batch, SACLearner, batch_from_columns
 from learner.weights import serialize
 from replay.config import ShardConfig
+from replay.local import TableSink
 from replay.signature import grasp_signature
-from replay.table import DecodedChunk, ReplayTable
+from replay.table import ReplayTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +49,10 @@ class TrainConfig:
     actors: int = 1
     env_steps: int = 200_000
     """Budget of environment steps (all cells of all actors)."""
+    time_budget: float | None = None
+    """Wall-clock budget in seconds (None: only the step budget counts)."""
     batch_size: int = 256
-    updates_per_step: float = 0.25
+    updates_per_step: float = 0.5
     """Learner updates per actor step of all its cells (the update-to-data ratio times the cells)."""
     min_replay: int = 2_000
     """Steps in replay before learning starts."""
@@ -56,6 +63,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     """Learner updates between checkpoints of the learner's full state (distributed runs)."""
     chunk_length: int = 32
+    demonstrations: int = 100
+    """Successful scripted-expert episodes collected on the tier before training, which the learner
+    mixes into its batches with a decaying behaviour-cloning term (0: none; see learner/demonstrations.py)."""
+    evaluate_every: int = 0
+    """Learner updates between evaluations of the deterministic policy (0: never)."""
+    evaluate_episodes: int = 100
+    target_success: float | None = None
+    """Stop once an evaluation reaches this success rate (None: run the whole budget)."""
     seed: int = 0
     device: str = "auto"
     cell: CellConfig = CellConfig()
@@ -68,12 +83,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.cells >= 1 and self.actors >= 1, "train.cells/actors: must be >= 1")
         require(self.env_steps >= 1, "train.env_steps: must be >= 1")
+        require(self.time_budget is None or self.time_budget > 0, "train.time_budget: must be > 0 s or null")
         require(self.batch_size >= 1, "train.batch_size: must be >= 1")
         require(self.updates_per_step >= 0, "train.updates_per_step: must be >= 0")
         require(self.min_replay >= 1, "train.min_replay: must be >= 1")
         require(self.publish_every >= 1, "train.publish_every: must be >= 1")
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
+        require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
+        require(self.evaluate_every >= 0, "train.evaluate_every: must be >= 0")
+        require(self.evaluate_episodes >= 1, "train.evaluate_episodes: must be >= 1")
+        require(
+            self.target_success is None or 0 < self.target_success <= 1,
+            "train.target_success: must be in (0, 1] or null",
+        )
 
 
 class InMemoryWeights:
@@ -95,69 +118,6 @@ class InMemoryWeights:
         return (v, self.versions[v]) if v in self.versions else None
 
 
-class TableSink:
-    """One cell's trajectory sink that inserts chunks straight into an in-process table."""
-
-    _writers = itertools.count()
-
-    def __init__(self, table: ReplayTable, actor_id: str, chunk_length: int) -> None:
-        self.table = table
-        self.actor_id = actor_id
-        self.writer_id = f"{actor_id}#{next(self._writers)}"
-        self.chunk_length = chunk_length
-        self.tier = 0
-        self.policy_version = 0
-        self._rows: list[dict[str, Any]] = []
-        self._sequence = 0
-        self._episode = 0
-        self._offset = 0
-
-    def _seal(self, end_of_episode: bool) -> None:
-        self._sequence += 1
-        columns = {
-            c.name: np.stack([np.asarray(r[c.name], dtype=c.np_dtype) for r in self._rows])
-            for c in self.table.signature.columns
-        }
-        self.table.insert(
-            DecodedChunk(
-                self.writer_id,
-                self._sequence,
-                self.actor_id,
-                self._episode,
-                self._offset,
-                self.tier,
-                self.policy_version,
-                columns,
-                None,
-                end_of_episode,
-            )
-        )
-        self._offset += len(self._rows)
-        self._rows = []
-
-    def append(self, step: dict[str, Any]) -> None:
-        if len(self._rows) == self.chunk_length:
-            self._seal(False)
-        self._rows.append(step)
-
-    def end_episode(self, final_observation: dict[str, Any]) -> None:
-        final = {
-            c.name: final_observation[c.name] if c.observation else np.zeros(c.shape, c.np_dtype)
-            for c in self.table.signature.columns
-        }
-        self.append(final)
-        self._seal(True)
-        self._episode += 1
-        self._offset = 0
-
-    def flush(self, timeout: float | None = None) -> None:
-        if self._rows:
-            self._seal(False)
-
-    def close(self, timeout: float | None = None) -> None:
-        self.flush()
-
-
 @dataclasses.dataclass
 class TrainReport:
     env_steps: int
@@ -167,14 +127,110 @@ class TrainReport:
     episodes: int
     successes: int
     metrics_path: Path | None
+    demonstration_steps: int = 0
+    """Control steps of the expert episodes the learner was given (not in ``env_steps``)."""
+    evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """One row per evaluation: seconds, env_steps, updates, weights_version, success_rate, ci_low, ci_high."""
+    weight_sync_seconds: list[float] = dataclasses.field(default_factory=list)
+    """Distributed runs: per fully adopted version, publication → every actor running it."""
+
+
+class DemonstrationBatches:
+    """The learner's share of expert transitions per batch (none when no demonstrations are loaded)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.device = device
+        self.steps = 0
+        self.table: ReplayTable | None = None
+        self.size = 0
+        if config.demonstrations > 0:
+            demos = collect_demonstrations(
+                config.cell,
+                get_tier(config.tier),
+                config.action,
+                config.demonstrations,
+                seed=config.seed + 10_000,
+                chunk_length=config.chunk_length,
+            )
+            self.table, self.steps = demos.table, demos.env_steps
+            self.size = round(config.batch_size * config.sac.demo_fraction)
+
+    def sample(self) -> Batch | None:
+        if self.table is None or self.size == 0:
+            return None
+        sample = self.table.sample(self.size)
+        return batch_from_columns(sample.columns, self.device)
+
+
+def evaluation_row(
+    config: TrainConfig, blob: bytes, start: float, env_steps: int, updates: int, version: int
+) -> dict[str, float]:
+    """Evaluate the published weights ``blob`` on the training tier; one row of ``evaluations.csv``."""
+    result = evaluate(
+        blob,
+        config.cell,
+        get_tier(config.tier),
+        config.evaluate_episodes,
+        seed=config.seed + 20_000,
+        network=config.network,
+        action=config.action,
+    )
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "env_steps": env_steps,
+        "updates": updates,
+        "weights_version": version,
+        "success_rate": result.success_rate,
+        "ci_low": round(result.interval[0], 4),
+        "ci_high": round(result.interval[1], 4),
+        "mean_return": round(result.mean_return, 3),
+    }
+
+
+class CsvLog:
+    """Rows appended to a CSV file as they come (flushed each time, so a live run can be read and
+    a killed one keeps its history; a resumed run appends under the existing header); without a
+    path only kept in memory."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        self._writer: csv.DictWriter[str] | None = None
+        self._handle: Any = None
+
+    def append(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        if self.path is None:
+            return
+        if self._writer is None:
+            existing = self.path.is_file() and self.path.stat().st_size > 0
+            fields = self.path.open().readline().strip().split(",") if existing else list(row)
+            self._handle = self.path.open("a", newline="")
+            self._writer = csv.DictWriter(self._handle, fieldnames=fields, extrasaction="ignore")
+            if not existing:
+                self._writer.writeheader()
+        self._writer.writerow(row)
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 def train_serial(
     config: TrainConfig, run_dir: Path | None = None, on_progress: Callable[[dict[str, float]], None] | None = None
 ) -> TrainReport:
-    """Run the training loop in this process until ``config.env_steps`` environment steps."""
+    """Run the training loop in this process until ``config.env_steps`` environment steps (or
+    until an evaluation reaches ``config.target_success``)."""
     start = time.perf_counter()
-    learner = SACLearner(observation_spec(config.cell), config.cell.gripper, config.network, config.sac, config.device)
+    learner = SACLearner(
+        observation_spec(config.cell),
+        cartesian_action_bounds(config.cell, config.action),
+        config.network,
+        config.sac,
+        config.device,
+    )
+    demonstrations = DemonstrationBatches(config, learner.device)
     weights = InMemoryWeights()
     version = 0
     weights.publish(version, serialize(learner.policy_tensors(), version))
@@ -195,17 +251,29 @@ def train_serial(
         )
         for k in range(config.actors)
     ]
-    metrics_path = None
-    writer = None
-    handle = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path = run_dir / "metrics.csv"
-        handle = metrics_path.open("w", newline="")
+    progress = CsvLog(None if run_dir is None else run_dir / "metrics.csv")
+    evaluations = CsvLog(None if run_dir is None else run_dir / "evaluations.csv")
     pending_updates = 0.0
     last: dict[str, float] = {}
+
+    def env_steps() -> int:
+        return sum(a.stats.env_steps for a in actors)
+
+    def finished() -> bool:
+        return (
+            env_steps() >= config.env_steps
+            or (config.time_budget is not None and time.perf_counter() - start >= config.time_budget)
+            or (
+                config.target_success is not None
+                and bool(evaluations.rows)
+                and evaluations.rows[-1]["success_rate"] >= config.target_success
+            )
+        )
+
     try:
-        while sum(a.stats.env_steps for a in actors) < config.env_steps:
+        while not finished():
             for actor in actors:
                 actor.step()
             if table.size < config.min_replay:
@@ -213,35 +281,39 @@ def train_serial(
             pending_updates += config.updates_per_step * len(actors)
             while pending_updates >= 1:
                 pending_updates -= 1
-                sample = table.sample(config.batch_size)
-                last = learner.update(batch_from_columns(sample.columns, learner.device, sample.weights))
+                sample = table.sample(config.batch_size - demonstrations.size)
+                batch = batch_from_columns(sample.columns, learner.device, sample.weights)
+                last = learner.update(batch, demonstrations.sample())
                 if learner.updates % config.publish_every == 0:
                     version += 1
                     weights.publish(version, serialize(learner.policy_tensors(), version))
-                    row = _progress(actors, learner.updates, version, start, last)
-                    if handle is not None:
-                        if writer is None:
-                            writer = csv.DictWriter(handle, fieldnames=list(row))
-                            writer.writeheader()
-                        writer.writerow(row)
-                        handle.flush()
+                    progress.append(_progress(actors, learner.updates, version, start, last))
                     if on_progress is not None:
-                        on_progress(row)
+                        on_progress(progress.rows[-1])
+                if config.evaluate_every and learner.updates % config.evaluate_every == 0:
+                    blob = serialize(learner.policy_tensors(), version)
+                    evaluations.append(evaluation_row(config, blob, start, env_steps(), learner.updates, version))
+                    if on_progress is not None:
+                        on_progress({f"eval_{k}": v for k, v in evaluations.rows[-1].items()})
     finally:
-        if handle is not None:
-            handle.close()
+        # also on Ctrl-C: what was learned so far is written out
         for actor in actors:
             actor.close()
-    if run_dir is not None:
-        (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
+        progress.close()
+        evaluations.close()
+        if run_dir is not None:
+            (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
+            plot_training_curves(run_dir, f"graspfleet train --serial: {config.tier}")
     return TrainReport(
-        env_steps=sum(a.stats.env_steps for a in actors),
+        env_steps=env_steps(),
         updates=learner.updates,
         weights_version=version,
         seconds=time.perf_counter() - start,
         episodes=sum(a.stats.episodes for a in actors),
         successes=sum(a.stats.outcomes["success"] for a in actors),
-        metrics_path=metrics_path,
+        metrics_path=None if run_dir is None else run_dir / "metrics.csv",
+        demonstration_steps=demonstrations.steps,
+        evaluations=evaluations.rows,
     )
 
 

@@ -2,8 +2,9 @@
 
 A checkpoint directory holds ``tensors.safetensors`` (every network, the target networks,
 log α, and each Adam moment, under flat names) and ``state.json`` (optimizer hyper-parameters
-and step counts, the update counter, the last published weights version). It is written to a
-temporary directory and swapped in atomically, so a crash mid-write keeps the previous one.
+and step counts, the per-channel learning-rate controller, the update counter, the last
+published weights version). It is written to a temporary directory and swapped in atomically,
+so a crash mid-write keeps the previous one.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def save(learner: SACLearner, directory: Path, weights_version: int) -> None:
     staging.mkdir(parents=True)
     save_file(tensors, str(staging / "tensors.safetensors"))
     (staging / "state.json").write_text(
-        json.dumps({"updates": learner.updates, "weights_version": weights_version, "optimizers": optimizers})
+        json.dumps(
+            {
+                "updates": learner.updates,
+                "weights_version": weights_version,
+                "optimizers": optimizers,
+                "channels": learner.channels.state(),
+            }
+        )
     )
     previous = directory.with_name(directory.name + ".previous")
     if directory.exists():
@@ -89,5 +97,6 @@ def restore(learner: SACLearner, directory: Path) -> int:
             value = tensors[f"{name}.state.{key}"].reshape(shape)
             restored["state"].setdefault(int(param_id), {})[field] = value
         getattr(learner, name).load_state_dict(restored)
+    learner.channels.load_state(state["channels"])
     learner.updates = int(state["updates"])
     return int(state["weights_version"])

@@ -24,6 +24,9 @@ class NetworkConfig:
     """… to a 256-d s_emb; the action embeddings add up to a 256-d a_emb."""
     critic_head_hidden: int = 256
     """Seed section 3: a 2×256 → 1 Q-head on s_emb − a_emb."""
+    critic_layer_norm: bool = True
+    """LayerNorm before each hidden ReLU of the critics: it bounds how far Q can extrapolate to
+    actions the data never shows, which kept the policy from drifting off the demonstrations."""
     policy_hidden: int = 256
     log_std_min: float = -5.0
     log_std_max: float = 1.0
@@ -52,18 +55,33 @@ class SACConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
-    initial_alpha: float = 1.0
+    initial_alpha: float = 0.1
+    """Starting temperature; small, so the entropy bonus does not swamp a per-step reward of order 1."""
     target_entropy: float | None = None
     """Entropy target of the temperature; None means −(action dimensions)."""
     tangent_penalty_weight: float = 1e-3
     """Seed section 3: weight of the tangent-space norm penalty that limits the twist's variance."""
-    position_grad_threshold: float = 10.0
-    """Seed section 3: when the position head's gradient norm exceeds this, its learning rate drops."""
-    force_grad_threshold: float = 10.0
+    position_grad_threshold: float = 50.0
+    """Seed section 3: when the position head's gradient norm (its moving average) exceeds this,
+    its learning rate drops. Healthy T0 runs show norms of about 1–20."""
+    force_grad_threshold: float = 50.0
     """… likewise for the force head."""
+    grad_norm_smoothing: float = 0.99
+    """Decay of the per-channel moving average of gradient norms the thresholds are compared with."""
     lr_reduction: float = 0.5
     """Factor a channel's learning rate is multiplied by when its gradient norm is too large."""
+    lr_cooldown: int = 500
+    """Updates after a reduction before the same channel may be reduced again; a channel whose
+    average stays below its threshold this long regains one step, up to its base rate."""
     min_lr: float = 1e-5
+    bc_weight: float = 1.0
+    """Weight of the behaviour-cloning term on demonstration transitions, relative to the batch's
+    mean |Q| (TD3+BC's λ = 1). The seed's warm start uses 0.1; measured here, 0.1 and 0.4 let the
+    policy fall back once RL took over (docs/architecture.md) …"""
+    bc_updates: int = 50_000
+    """… and it decays linearly to zero over this many updates (the seed: ~10k steps)."""
+    demo_fraction: float = 0.5
+    """Share of each batch drawn from the demonstrations while any are loaded (RLPD's symmetric half)."""
     max_grad_norm: float = 100.0
     """Global clip of each network's gradient norm (a backstop, not the per-channel control)."""
 
@@ -82,4 +100,9 @@ class SACConfig:
         ):
             require(getattr(self, name) > 0, f"sac.{name}: must be > 0")
         require(0 < self.lr_reduction < 1, "sac.lr_reduction: must be in (0, 1)")
+        require(0 <= self.grad_norm_smoothing < 1, "sac.grad_norm_smoothing: must be in [0, 1)")
+        require(self.lr_cooldown >= 1, "sac.lr_cooldown: must be >= 1")
+        require(self.bc_weight >= 0, "sac.bc_weight: must be >= 0")
+        require(self.bc_updates >= 0, "sac.bc_updates: must be >= 0")
+        require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")

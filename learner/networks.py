@@ -5,10 +5,11 @@
   of the instruction); each modality's features are multiplied by its presence mask, so a
   dropped modality contributes nothing. It never reads ``privileged``. The seed's contrastive
   alignment encoder will replace it behind the same call: ``encoder(obs) → (B, latent_dim)``.
-- :class:`SE3Policy` (the actor) outputs a Gaussian over the twist in se(3) (unsquashed: the
-  action pipeline bounds it, the tangent-norm penalty limits its variance) and tanh-squashed
-  Gaussians over gripper width and grip force. Its output layer is split into a position head
-  (twist + width) and a force head (grip force), whose learning rates are controlled apart.
+- :class:`SE3Policy` (the actor) outputs a Gaussian over the twist in se(3) and the gripper
+  command, in coordinates normalized by the per-step limits, tanh-squashed into the action box
+  (the tangent-norm penalty limits the twist's variance). Its output layer is split into a
+  position head (twist + width) and a force head (grip force), whose learning rates are
+  controlled apart.
 - :class:`SharedForcePositionCritic` is the seed's critic (section 3): the state, with the
   critic-only ``privileged`` observation, through a shared 512-d MLP to a 256-d s_emb; position
   and force actions embedded and added element-wise into a 256-d a_emb; Q = head(s_emb − a_emb)
@@ -21,6 +22,7 @@ import itertools
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,11 +38,15 @@ FORCE_DIMS = slice(7, 8)
 _MASK_INDEX = {name: i for i, name in enumerate(MODALITIES)}
 
 
-def _mlp(sizes: list[int], activate_last: bool = False) -> nn.Sequential:
+def _mlp(sizes: list[int], activate_last: bool = False, layer_norm: bool = False) -> nn.Sequential:
+    """Linear layers with ReLU between them (and after the last with ``activate_last``); with
+    ``layer_norm`` each activated layer is normalized first."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or activate_last:
+            if layer_norm:
+                layers.append(nn.LayerNorm(b))
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -108,17 +114,37 @@ class PolicyOutput(NamedTuple):
 
 
 class SE3Policy(nn.Module):
-    """Gaussian policy: twist in se(3) (reparameterized, unsquashed), squashed gripper and force."""
+    """Gaussian policy in normalized se(3) × gripper coordinates, squashed into the action box.
 
-    def __init__(self, latent_dim: int, config: NetworkConfig, max_width: float, max_force: float) -> None:
+    The pre-squash Gaussian ``u ~ N(μ, σ)`` lives in the tangent space with each coordinate in
+    units of its per-step limit; ``a = low + (tanh(u) + 1)·(high − low)/2`` puts the twist inside
+    the pipeline's step box and the gripper inside its ranges, so the critic only ever sees
+    actions the pipeline can execute. ``log_prob`` is the density of ``tanh(u)`` on the
+    normalized box [−1, 1]⁸ (the box's constant volume is left out, so the entropy target does not
+    depend on units).
+    """
+
+    def __init__(self, latent_dim: int, config: NetworkConfig, action_low: np.ndarray, action_high: np.ndarray) -> None:
         super().__init__()
+        if np.shape(action_low) != (ACTION_DIM,) or np.shape(action_high) != (ACTION_DIM,):
+            raise ValueError(f"action bounds: need {ACTION_DIM} values each")
+        if not np.all(np.asarray(action_high) > np.asarray(action_low)):
+            raise ValueError("action bounds: every upper bound must exceed its lower bound")
         self.trunk = _mlp([latent_dim, config.policy_hidden, config.policy_hidden], activate_last=True)
         self.position_head = nn.Linear(config.policy_hidden, 2 * 7)
         self.force_head = nn.Linear(config.policy_hidden, 2 * 1)
         self.log_std_min = config.log_std_min
         self.log_std_max = config.log_std_max
-        self.gripper_scale: torch.Tensor
-        self.register_buffer("gripper_scale", torch.tensor([max_width / 2, max_force / 2]))
+        self.action_centre: torch.Tensor
+        self.action_half_range: torch.Tensor
+        low = torch.as_tensor(np.asarray(action_low), dtype=torch.float32)
+        high = torch.as_tensor(np.asarray(action_high), dtype=torch.float32)
+        self.register_buffer("action_centre", (high + low) / 2)
+        self.register_buffer("action_half_range", (high - low) / 2)
+
+    def normalize(self, action: torch.Tensor) -> torch.Tensor:
+        """Actions in the box → [−1, 1]⁸ (the squashed coordinates)."""
+        return (action - self.action_centre) / self.action_half_range
 
     def forward(self, latent: torch.Tensor, deterministic: bool = False) -> PolicyOutput:
         features = self.trunk(latent)
@@ -129,13 +155,10 @@ class SE3Policy(nn.Module):
         std = log_std.exp()
         sample = mean if deterministic else mean + std * torch.randn_like(mean)
         log_prob = (-0.5 * ((sample - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(1)
-        squashed = torch.tanh(sample[:, TWIST_DIM:])
-        # change of variables for the tanh-squashed gripper channels (stable form)
-        log_prob = log_prob - (
-            2 * (math.log(2) - sample[:, TWIST_DIM:] - nn.functional.softplus(-2 * sample[:, TWIST_DIM:]))
-        ).sum(1)
-        gripper = (squashed + 1) * self.gripper_scale
-        return PolicyOutput(torch.cat([sample[:, :TWIST_DIM], gripper], 1), log_prob, mean, std)
+        # change of variables for tanh, in the stable form log(1 − tanh²u) = 2(log 2 − u − softplus(−2u))
+        log_prob = log_prob - (2 * (math.log(2) - sample - nn.functional.softplus(-2 * sample))).sum(1)
+        action = self.action_centre + torch.tanh(sample) * self.action_half_range
+        return PolicyOutput(action, log_prob, mean, std)
 
 
 class SharedForcePositionCritic(nn.Module):
@@ -144,10 +167,11 @@ class SharedForcePositionCritic(nn.Module):
     def __init__(self, state_dim: int, config: NetworkConfig) -> None:
         super().__init__()
         e = config.critic_embedding
-        self.state = _mlp([state_dim, config.critic_state_hidden, e])
-        self.position = _mlp([7, e, e])
-        self.force = _mlp([1, e, e])
-        self.head = _mlp([e, config.critic_head_hidden, config.critic_head_hidden, 1])
+        norm = config.critic_layer_norm
+        self.state = _mlp([state_dim, config.critic_state_hidden, e], layer_norm=norm)
+        self.position = _mlp([7, e, e], layer_norm=norm)
+        self.force = _mlp([1, e, e], layer_norm=norm)
+        self.head = _mlp([e, config.critic_head_hidden, config.critic_head_hidden, 1], layer_norm=norm)
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         s_emb = self.state(state)
@@ -160,7 +184,10 @@ class ConcatCritic(nn.Module):
 
     def __init__(self, state_dim: int, config: NetworkConfig) -> None:
         super().__init__()
-        self.net = _mlp([state_dim + ACTION_DIM, config.critic_state_hidden, config.critic_head_hidden, 1])
+        self.net = _mlp(
+            [state_dim + ACTION_DIM, config.critic_state_hidden, config.critic_head_hidden, 1],
+            layer_norm=config.critic_layer_norm,
+        )
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([state, action], 1)).squeeze(-1)

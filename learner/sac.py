@@ -6,10 +6,12 @@
   success reward end up on one scale;
 - the actor reads only the (detached) latent: asymmetric actor–critic;
 - a tangent-space norm penalty on the twist's Gaussian (not a clip on the manifold);
-- per-channel gradient control: after each actor backward pass the gradient norms of the
-  position head and the force head are measured, and a head whose norm exceeds its threshold
-  has its learning rate multiplied by ``lr_reduction`` (down to ``min_lr``), so both channels
-  converge together.
+- per-channel gradient control (:class:`ChannelLearningRates`): the gradient norms of the
+  position head and the force head are tracked every update, and a head whose averaged norm
+  exceeds its threshold has its learning rate reduced, so both channels converge together;
+- an optional batch of demonstrations (the scripted expert's episodes) joins every update for
+  the warm start, with a behaviour-cloning term whose weight decays to zero (seed section 3's
+  hand-off: BC weight 0.1 for the first ~10k updates).
 
 The encoder learns through the critic loss only (its latent is detached for the actor), the
 usual arrangement for SAC from pixels.
@@ -19,14 +21,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from graspfleet.geometry.se3_torch import tangent_norm_penalty
-from graspfleet.sim.config import GripperConfig
 from graspfleet.spec import MODALITIES, ArraySpec
 from learner.config import NetworkConfig, SACConfig
 from learner.networks import ACTION_DIM, TWIST_DIM, ObservationEncoder, SE3Policy, make_critic
@@ -68,6 +69,79 @@ def batch_from_columns(
     )
 
 
+def concat_batches(first: Batch, second: Batch) -> Batch:
+    """One batch holding ``first``'s transitions, then ``second``'s."""
+    return Batch(
+        obs={k: torch.cat([first.obs[k], second.obs[k]]) for k in first.obs},
+        action=torch.cat([first.action, second.action]),
+        reward=torch.cat([first.reward, second.reward]),
+        terminated=torch.cat([first.terminated, second.terminated]),
+        next_obs={k: torch.cat([first.next_obs[k], second.next_obs[k]]) for k in first.next_obs},
+        weights=torch.cat([first.weights, second.weights]),
+    )
+
+
+class ChannelLearningRates:
+    """The seed's per-channel control of the actor's learning rates (position head, force head).
+
+    After each actor backward pass it measures each head's gradient norm and keeps a moving
+    average. When a channel's average exceeds its threshold its learning rate is multiplied by
+    ``lr_reduction`` (not below ``min_lr``), at most once per ``lr_cooldown`` updates; a channel
+    whose average has stayed below its threshold for ``lr_cooldown`` updates regains one step, up
+    to its base rate. A single noisy batch therefore cannot collapse a channel's learning rate.
+    """
+
+    CHANNELS = ("position", "force")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: SACConfig) -> None:
+        self.config = config
+        self.groups = {g["name"]: g for g in optimizer.param_groups if g["name"] in self.CHANNELS}
+        self.thresholds = {"position": config.position_grad_threshold, "force": config.force_grad_threshold}
+        self.base_lr = {name: float(g["lr"]) for name, g in self.groups.items()}
+        self.average = dict.fromkeys(self.CHANNELS, 0.0)
+        self.since_change = dict.fromkeys(self.CHANNELS, 0)
+        self.observed = 0
+
+    def observe(self) -> dict[str, float]:
+        """Measure the heads' gradient norms now, adjust their learning rates; returns the norms."""
+        cfg = self.config
+        self.observed += 1
+        # bias-corrected moving average, so early updates compare a true mean
+        correction = 1.0 - cfg.grad_norm_smoothing**self.observed
+        norms = {}
+        for name, group in self.groups.items():
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
+            norms[name] = norm
+            self.average[name] = cfg.grad_norm_smoothing * self.average[name] + (1 - cfg.grad_norm_smoothing) * norm
+            self.since_change[name] += 1
+            if self.since_change[name] < cfg.lr_cooldown:
+                continue
+            too_large = self.average[name] / correction > self.thresholds[name]
+            if too_large and group["lr"] > cfg.min_lr:
+                group["lr"] = max(group["lr"] * cfg.lr_reduction, cfg.min_lr)
+                self.since_change[name] = 0
+            elif not too_large and group["lr"] < self.base_lr[name]:
+                group["lr"] = min(group["lr"] / cfg.lr_reduction, self.base_lr[name])
+                self.since_change[name] = 0
+        return norms
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready state for checkpoints."""
+        return {
+            "average": self.average,
+            "since_change": self.since_change,
+            "observed": self.observed,
+            "base_lr": self.base_lr,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.average = {k: float(v) for k, v in state["average"].items()}
+        self.since_change = {k: int(v) for k, v in state["since_change"].items()}
+        self.observed = int(state["observed"])
+        self.base_lr = {k: float(v) for k, v in state["base_lr"].items()}
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU."""
     if device == "auto":
@@ -81,7 +155,7 @@ class SACLearner:
     def __init__(
         self,
         spec: dict[str, ArraySpec],
-        gripper: GripperConfig,
+        action_bounds: tuple[np.ndarray, np.ndarray],
         network: NetworkConfig | None = None,
         sac: SACConfig | None = None,
         device: str = "auto",
@@ -92,7 +166,7 @@ class SACLearner:
         net = self.network_config
         privileged = spec["privileged"].shape[0]
         self.encoder = ObservationEncoder(spec, net).to(self.device)
-        self.policy = SE3Policy(net.latent_dim, net, gripper.max_width, gripper.max_force).to(self.device)
+        self.policy = SE3Policy(net.latent_dim, net, *action_bounds).to(self.device)
         self.q1 = make_critic(net.latent_dim + privileged, net).to(self.device)
         self.q2 = make_critic(net.latent_dim + privileged, net).to(self.device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -103,7 +177,9 @@ class SACLearner:
             -float(ACTION_DIM) if self.config.target_entropy is None else float(self.config.target_entropy)
         )
         self.critic_optimizer = torch.optim.Adam(
-            [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()], lr=self.config.critic_lr
+            [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()],
+            lr=self.config.critic_lr,
+            foreach=True,
         )
         self.actor_optimizer = torch.optim.Adam(
             [
@@ -112,8 +188,16 @@ class SACLearner:
                 {"params": self.policy.force_head.parameters(), "name": "force"},
             ],
             lr=self.config.actor_lr,
+            foreach=True,
         )
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.config.alpha_lr)
+        self.channels = ChannelLearningRates(self.actor_optimizer, self.config)
+        self._online: list[torch.Tensor] = [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()]
+        self._targets: list[torch.Tensor] = [
+            *self.target_encoder.parameters(),
+            *self.target_q1.parameters(),
+            *self.target_q2.parameters(),
+        ]
         self.updates = 0
 
     @property
@@ -127,9 +211,20 @@ class SACLearner:
     def learning_rates(self) -> dict[str, float]:
         return {g["name"]: float(g["lr"]) for g in self.actor_optimizer.param_groups}
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One SAC step on ``batch``; returns the step's metrics."""
+    def bc_weight(self) -> float:
+        """The behaviour-cloning weight now: ``bc_weight`` decaying linearly to 0 over ``bc_updates``."""
         cfg = self.config
+        if cfg.bc_updates == 0:
+            return 0.0
+        return cfg.bc_weight * max(0.0, 1.0 - self.updates / cfg.bc_updates)
+
+    def update(self, batch: Batch, demonstrations: Batch | None = None) -> dict[str, float]:
+        """One SAC step on ``batch`` plus, when given, a batch of demonstration transitions, which
+        join the TD and actor losses and carry the decaying behaviour-cloning term."""
+        cfg = self.config
+        demos = 0 if demonstrations is None else len(demonstrations.reward)
+        if demonstrations is not None:
+            batch = concat_batches(batch, demonstrations)
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             next_latent = self.encoder(batch.next_obs)
@@ -146,7 +241,7 @@ class SACLearner:
         critic_loss = (batch.weights * ((q1 - target) ** 2 + (q2 - target) ** 2)).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
-        nn.utils.clip_grad_norm_(self.critic_optimizer.param_groups[0]["params"], cfg.max_grad_norm)
+        nn.utils.clip_grad_norm_(self._online, cfg.max_grad_norm, foreach=True)
         self.critic_optimizer.step()
 
         out = self.policy(latent.detach())
@@ -154,10 +249,17 @@ class SACLearner:
         q_pi = torch.min(self.q1(detached_state, out.action), self.q2(detached_state, out.action))
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
+        bc_loss = torch.zeros((), device=self.device)
+        bc_weight = self.bc_weight() if demos else 0.0
+        if bc_weight > 0:
+            # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
+            imitated = torch.tanh(out.mean[-demos:])
+            bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
+            actor_loss = actor_loss + bc_weight * q_pi.detach().abs().mean() * bc_loss
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
-        norms = self._control_channel_learning_rates()
-        nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        norms = self.channels.observe()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm, foreach=True)
         self.actor_optimizer.step()
         # the actor step must not move the critics it was evaluated with
         self.q1.zero_grad(set_to_none=True)
@@ -169,13 +271,7 @@ class SACLearner:
         self.alpha_optimizer.step()
 
         with torch.no_grad():
-            for net, target_net in (
-                (self.encoder, self.target_encoder),
-                (self.q1, self.target_q1),
-                (self.q2, self.target_q2),
-            ):
-                for p, tp in zip(net.parameters(), target_net.parameters(), strict=True):
-                    tp.lerp_(p, cfg.tau)
+            torch._foreach_lerp_(self._targets, self._online, cfg.tau)
         self.updates += 1
         lrs = self.learning_rates()
         return {
@@ -185,30 +281,13 @@ class SACLearner:
             "alpha": self.alpha,
             "q_mean": float(q1.detach().mean()),
             "entropy": float(-out.log_prob.detach().mean()),
+            "bc_loss": float(bc_loss.detach()),
+            "bc_weight": bc_weight,
             "position_grad_norm": norms["position"],
             "force_grad_norm": norms["force"],
             "position_lr": lrs["position"],
             "force_lr": lrs["force"],
         }
-
-    def _control_channel_learning_rates(self) -> dict[str, float]:
-        cfg = self.config
-        thresholds = {"position": cfg.position_grad_threshold, "force": cfg.force_grad_threshold}
-        norms = {}
-        for group in self.actor_optimizer.param_groups:
-            name = group["name"]
-            if name not in thresholds:
-                continue
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            norm = (
-                float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-                if grads
-                else 0.0
-            )
-            norms[name] = norm
-            if norm > thresholds[name]:
-                group["lr"] = max(group["lr"] * cfg.lr_reduction, cfg.min_lr)
-        return norms
 
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         """Actions ``(B, 8)`` for a batch of observations (no gradient)."""

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from graspfleet.processes import start_child
 from replay.signature import Signature
 
 READY_MARKER = "replay shard listening on"
@@ -47,7 +48,7 @@ class ShardProcess:
         self.process = self._start(timeout)
 
     def _start(self, timeout: float) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
+        process = start_child(
             self.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -34,13 +34,15 @@ def hold_action(batch: GraspCellBatch, width: float = 0.09, force: float = 20.0)
 
 
 def small_train_config(**overrides: object) -> TrainConfig:
-    """A training config small enough for a test: CPU, short chunks, frequent publishing and checks."""
+    """A training config small enough for a test: CPU, short chunks, frequent publishing and checks,
+    two expert episodes."""
     defaults: dict[str, object] = {
         "device": "cpu",
         "batch_size": 16,
         "chunk_length": 8,
         "publish_every": 5,
         "version_check_every": 5,
+        "demonstrations": 2,
         "replay": ShardConfig(capacity=20_000, min_size_to_sample=1),
     }
     return TrainConfig(**{**defaults, **overrides})  # type: ignore[arg-type]

@@ -101,3 +101,32 @@ def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type:
     assert data["shards"] == ["127.0.0.1:1234"] and data["events"][0]["kind"] == "promotion"
     missing = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_new_versions_are_announced_and_a_broken_subscription_recovers(server: RedisServer) -> None:
+    plane = ControlPlane(server.url, "notify")
+    notices = plane.weight_notifications()
+    assert notices.newest() is None  # subscribes; nothing announced yet
+    before = time.time()
+    plane.publish_weights(3, b"a")
+    plane.publish_weights(4, b"b")
+    deadline = time.monotonic() + 5
+    newest = None
+    while newest is None and time.monotonic() < deadline:
+        newest = notices.newest()
+    assert newest == 4  # the highest of everything announced since the last read
+    assert notices.newest() is None
+    published = plane.published_at()
+    assert set(published) == {3, 4} and before - 1 < published[3] <= published[4] < time.time() + 1
+    with pytest.raises(StaleWeights):
+        plane.publish_weights(4, b"again")
+    assert notices.newest() is None  # a refused publish announces nothing
+    server.stop()
+    assert notices.newest() is None  # Redis gone: no notice, no exception
+    server.start()
+    assert notices.newest() is None  # resubscribed
+    plane.publish_weights(5, b"c")
+    deadline = time.monotonic() + 5
+    while (newest := notices.newest()) is None and time.monotonic() < deadline:
+        pass
+    assert newest == 5

@@ -38,7 +38,10 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     assert seen["actor_versions"] >= 2  # actors adopted at least two published versions
     metrics = str(seen["metrics"])
     assert "graspfleet_learner_updates_total" in metrics and "graspfleet_env_steps_total" in metrics
+    assert "graspfleet_weight_sync_seconds_count" in metrics
+    assert report.weight_sync_seconds and all(0 <= s < 30 for s in report.weight_sync_seconds)
     assert (tmp_path / "run" / "policy.safetensors").is_file()
+    assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
@@ -99,3 +102,17 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     with RedisServer(directory=run_dir / "redis") as server:  # the run's own AOF-persisted control plane
         events = ControlPlane(server.url, "run").events()
     assert any(e["kind"] == "learner_resumed" for e in events)
+
+
+def test_weight_sync_latency_counts_a_version_once_every_actor_runs_it() -> None:
+    from graspfleet.distributed import WeightSyncTracker
+
+    sync = WeightSyncTracker(actors=2)
+    sync.published(1, at=10.0)
+    sync.published(2, at=11.0)
+    assert sync.adopted(0, 1, at=10.2) == []  # one of two actors
+    assert sync.adopted(1, 2, at=11.5) == [1.5]  # actor 1 jumped to 2: version 1 is everywhere now
+    assert sync.adopted(0, 2, at=11.25) == [0.5]
+    sync.published(3, at=12.0)
+    assert sync.adopted(0, 3, at=12.1) == [] and sync.pending.keys() == {3}
+    assert sync.latencies == [1.5, 0.5]

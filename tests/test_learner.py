@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from graspfleet.actions.cartesian import cartesian_action_bounds
+from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig, SACConfig
@@ -20,6 +22,7 @@ from .conftest import hold_action, make_batch
 
 CELL = CellConfig()
 SPEC = observation_spec(CELL)
+BOUNDS = cartesian_action_bounds(CELL, ActionConfig())
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def columns() -> dict[str, np.ndarray]:
 
 def _learner(**sac: object) -> SACLearner:
     torch.manual_seed(0)
-    return SACLearner(SPEC, CELL.gripper, NetworkConfig(), dataclasses.replace(SACConfig(), **sac), device="cpu")
+    return SACLearner(SPEC, BOUNDS, NetworkConfig(), dataclasses.replace(SACConfig(), **sac), device="cpu")
 
 
 def test_shapes_and_action_ranges(columns: dict[str, np.ndarray]) -> None:
@@ -55,8 +58,9 @@ def test_shapes_and_action_ranges(columns: dict[str, np.ndarray]) -> None:
     batch = batch_from_columns(columns)
     actions = learner.act(batch.obs)
     assert actions.shape == (64, 8) and torch.isfinite(actions).all()
-    assert (actions[:, 6] >= 0).all() and (actions[:, 6] <= CELL.gripper.max_width).all()
-    assert (actions[:, 7] >= 0).all() and (actions[:, 7] <= CELL.gripper.max_force).all()
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
+    assert (actions >= low).all() and (actions <= high).all()  # twist within the step box, gripper in range
+    assert (high[:3] == ActionConfig().max_translation_step).all() and high[6] == CELL.gripper.max_width
     latent = learner.encoder(batch.obs)
     assert latent.shape == (64, 256)
 
@@ -91,7 +95,7 @@ def test_shared_critic_combines_state_and_action_embeddings_by_subtraction() -> 
     assert s_emb.shape == a_emb.shape == (5, 256)
     torch.testing.assert_close(critic(state, action), critic.head(s_emb - a_emb).squeeze(-1))
     assert isinstance(_learner().q1, SharedForcePositionCritic)
-    ablation = SACLearner(SPEC, CELL.gripper, NetworkConfig(critic="concat"), device="cpu")
+    ablation = SACLearner(SPEC, BOUNDS, NetworkConfig(critic="concat"), device="cpu")
     assert isinstance(ablation.q1, ConcatCritic)
 
 
@@ -108,15 +112,46 @@ def test_updates_fit_the_critic_and_move_alpha(columns: dict[str, np.ndarray]) -
     assert all(np.isfinite(v) for v in last.values())
 
 
-def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate(columns: dict[str, np.ndarray]) -> None:
-    learner = _learner(force_grad_threshold=1e-9, position_grad_threshold=1e9, lr_reduction=0.5)
+def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate_and_recovers(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(force_grad_threshold=1e-9, position_grad_threshold=1e9, lr_reduction=0.5, lr_cooldown=5)
     batch = batch_from_columns(columns)
-    metrics = learner.update(batch)
-    assert metrics["force_lr"] == pytest.approx(1.5e-4)
-    assert metrics["position_lr"] == pytest.approx(3e-4)
-    for _ in range(30):
-        metrics = learner.update(batch)
-    assert metrics["force_lr"] == pytest.approx(learner.config.min_lr)
+    rates = [learner.update(batch)["force_lr"] for _ in range(10)]
+    # one reduction per cooldown, not one per update
+    assert rates[:4] == [pytest.approx(3e-4)] * 4
+    assert rates[4:9] == [pytest.approx(1.5e-4)] * 5
+    assert rates[9] == pytest.approx(7.5e-5)
+    assert learner.learning_rates()["position"] == pytest.approx(3e-4)
+    learner.channels.thresholds["force"] = 1e9  # the gradient is fine again: the rate climbs back to its base
+    rates = [learner.update(batch)["force_lr"] for _ in range(20)]
+    assert rates[4] == pytest.approx(1.5e-4) and rates[9] == pytest.approx(3e-4) and rates[-1] == pytest.approx(3e-4)
+
+
+def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_decays(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(bc_weight=10.0, bc_updates=40)
+    batch = batch_from_columns(columns)
+    demos = batch_from_columns({k: v[:32] for k, v in columns.items()})
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
+    expert = low + (high - low) * torch.linspace(0.2, 0.8, 8)  # one fixed expert action, inside the box
+    demos = demos._replace(action=expert.expand(32, 8).clone())
+
+    def imitation_error(learner: SACLearner) -> float:
+        return float((learner.act(demos.obs, deterministic=True) - expert).div(high - low).abs().mean())
+
+    before = imitation_error(learner)
+    without = _learner(bc_weight=10.0, bc_updates=40)  # the same learner, never shown the expert
+    for _ in range(40):
+        without.update(batch)
+    first = learner.update(batch, demos)
+    weights = [first["bc_weight"]] + [learner.update(batch, demos)["bc_weight"] for _ in range(39)]
+    assert imitation_error(learner) < 0.75 * before
+    assert imitation_error(learner) < 0.75 * imitation_error(without)
+    assert weights[0] == pytest.approx(10.0) and weights[20] == pytest.approx(5.0) and weights[-1] > 0
+    assert learner.update(batch, demos)["bc_weight"] == 0.0  # decayed: plain SAC from here on
+    assert learner.update(batch)["bc_loss"] == 0.0
 
 
 def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str, np.ndarray]) -> None:
@@ -128,7 +163,7 @@ def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str
     assert read_metadata(blob) == {"tier": "T0", VERSION_KEY: "7"}
     weights = deserialize(blob)
     assert weights.version == 7
-    target = SACLearner(SPEC, CELL.gripper, device="cpu")
+    target = SACLearner(SPEC, BOUNDS, device="cpu")
     target.load_policy_tensors(weights.tensors)
     obs = batch_from_columns(columns).obs
     torch.testing.assert_close(target.act(obs, True), source.act(obs, True))
@@ -145,9 +180,10 @@ def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str
         original.update(batch)
     checkpoint.save(original, tmp_path / "ckpt", weights_version=5)
     assert b"\x80\x04" not in (tmp_path / "ckpt" / "tensors.safetensors").read_bytes()[:64]
-    resumed = SACLearner(SPEC, CELL.gripper, NetworkConfig(), SACConfig(), device="cpu")
+    resumed = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu")
     assert checkpoint.restore(resumed, tmp_path / "ckpt") == 5
     assert resumed.updates == 3
+    assert resumed.channels.state() == original.channels.state()
     torch.manual_seed(123)
     expected = original.update(batch)
     torch.manual_seed(123)

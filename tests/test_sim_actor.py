@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
 from actors.sim_actor import SimActor
+from graspfleet.actions.cartesian import cartesian_action_bounds
+from graspfleet.actions.config import ActionConfig
 from graspfleet.control_plane import ControlPlane
 from graspfleet.redis_server import RedisServer
 from graspfleet.sim.config import CellConfig
@@ -42,7 +46,7 @@ def test_exploration_noise_channels() -> None:
 
 def test_actor_streams_to_replay_and_adopts_new_weights() -> None:
     torch.manual_seed(0)
-    learner = SACLearner(observation_spec(CELL), CELL.gripper, device="cpu")
+    learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
     shard = ShardThread(grasp_signature(), ShardConfig(capacity=5_000, min_size_to_sample=1))
     with RedisServer() as redis_server:
         plane = ControlPlane(redis_server.url, "actor-test")
@@ -77,3 +81,50 @@ def test_actor_streams_to_replay_and_adopts_new_weights() -> None:
         finally:
             actor.close()
             shard.stop()
+
+
+def test_an_announced_version_is_loaded_at_the_next_step_and_logged() -> None:
+    learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
+    with RedisServer() as redis_server:
+        plane = ControlPlane(redis_server.url, "announce")
+        plane.publish_weights(0, serialize(learner.policy_tensors(), version=0))
+        actor = SimActor(
+            "actor-0",
+            CELL,
+            "T0",
+            num_cells=1,
+            sink_factory=lambda name: _Discard(),
+            weights=plane,
+            seed=0,
+            version_check_every=10_000,  # polling alone would not see a new version in this test
+            announcements=plane.weight_notifications(),
+        )
+        actor.step()
+        assert actor.policy.version == 0
+        published = time.time()
+        plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
+        steps = 0
+        deadline = time.monotonic() + 10
+        while actor.policy.version == 0 and time.monotonic() < deadline:
+            actor.step()  # the announcement crosses the socket while the cells step
+            steps += 1
+        assert actor.policy.version == 1 and steps < 100
+        assert [v for v, _ in actor.adoptions] == [0, 1]
+        assert published <= actor.adoptions[-1][1] <= time.time()
+
+
+class _Discard:
+    tier = 0
+    policy_version = 0
+
+    def append(self, step: object) -> None:
+        pass
+
+    def end_episode(self, final_observation: object) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass

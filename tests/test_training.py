@@ -93,3 +93,42 @@ def test_cli_eval_runs_a_trained_policy(tmp_path: Path) -> None:
     assert data["episodes"] == 4 and sum(data["outcomes"].values()) <= 4 * 4
     low, high = data["ci95"]
     assert 0.0 <= low <= data["success_rate"] <= high <= 1.0
+
+
+def test_demonstrations_hold_only_the_experts_successful_episodes() -> None:
+    import pytest
+
+    from graspfleet.actions.config import ActionConfig
+    from graspfleet.sim.config import CellConfig, OutcomeConfig
+    from graspfleet.sim.tiers import get_tier
+    from learner.demonstrations import collect_demonstrations
+
+    demos = collect_demonstrations(CellConfig(), get_tier("T0"), ActionConfig(), episodes=3, cells=2)
+    assert demos.episodes == 3 and demos.attempts >= 3
+    assert demos.table.size == demos.env_steps + 3  # every expert step, plus each final observation
+    sample = demos.table.sample(demos.env_steps)
+    assert int(sample.columns["terminated"].sum()) == 3  # each kept episode ends in its success
+    assert sample.columns["reward"].max() > CellConfig().reward.success_bonus
+    impossible = CellConfig(outcome=OutcomeConfig(lift_height=0.5))  # the expert lifts 0.15 m
+    with pytest.raises(RuntimeError, match="succeeded in 0 of"):
+        collect_demonstrations(impossible, get_tier("T0"), ActionConfig(), episodes=1, cells=4)
+
+
+def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -> None:
+    config = small_train_config(
+        cells=2,
+        env_steps=300,
+        batch_size=16,
+        min_replay=40,
+        updates_per_step=1.0,
+        evaluate_every=60,
+        evaluate_episodes=2,
+        replay=ShardConfig(capacity=2_000, min_size_to_sample=1),
+    )
+    report = train_serial(config, tmp_path / "run")
+    assert report.demonstration_steps > 0
+    assert [e["updates"] for e in report.evaluations] == [60 * (i + 1) for i in range(len(report.evaluations))]
+    assert report.evaluations and all(0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] for e in report.evaluations)
+    rows = list(csv.DictReader((tmp_path / "run" / "evaluations.csv").open()))
+    assert len(rows) == len(report.evaluations)
+    assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -24,6 +24,15 @@ JOINT_POSITIONS = slice(0, 6)
 """Where the measured joint positions sit in ``proprio``."""
 
 
+def cartesian_action_bounds(cell: CellConfig, config: ActionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of a Cartesian action ``(ρ, ω, width, force)``: the per-step twist
+    limits (m, rad), the gripper's opening (m) and its force limit (N)."""
+    t, r = config.max_translation_step, config.max_rotation_step
+    low = np.array([-t, -t, -t, -r, -r, -r, 0.0, 0.0])
+    high = np.array([t, t, t, r, r, r, cell.gripper.max_width, cell.gripper.max_force])
+    return low, high
+
+
 class CartesianBackend:
     """A backend whose actions are TCP twists plus gripper commands (always within limits)."""
 
@@ -38,10 +47,7 @@ class CartesianBackend:
         self.num_cells = backend.num_cells
         self.spec: dict[str, ArraySpec] = backend.spec
         self.pipeline = SafeActionPipeline(cell, self.config, backend.num_cells)
-        gripper = cell.gripper
-        t, r = self.config.max_translation_step, self.config.max_rotation_step
-        self.action_low = np.array([-t, -t, -t, -r, -r, -r, 0.0, 0.0])
-        self.action_high = np.array([t, t, t, r, r, r, gripper.max_width, gripper.max_force])
+        self.action_low, self.action_high = cartesian_action_bounds(cell, self.config)
         self._joints = np.zeros((backend.num_cells, 6))
         self.last_step: PipelineStep | None = None
 

@@ -177,7 +177,10 @@ class RewardConfig:
     """δ: the barrier is zero farther than this from every joint limit (rad)."""
     joint_limit_floor: float = 1e-3
     """The barrier treats distances below this as this, so it stays finite at the bound (rad)."""
-    success_bonus: float = 10.0
+    success_bonus: float = 100.0
+    """Paid once when the episode ends in success. Every other step pays up to ~1 of task reward,
+    so a bonus below the value of continuing (≈ 1/(1 − γ) = 100 at γ = 0.99) teaches a learner to
+    dawdle rather than finish: at 10, SAC's success on T0 drifted between 50 % and 80 %."""
     collision_penalty: float = 1.0
 
     def __post_init__(self) -> None:

@@ -1,0 +1,240 @@
+"""The whole system against its parts and a peer: ingest, learner updates, weight sync, RLlib.
+
+Measured in one run, on this machine, one after another (nothing else running):
+
+1. **bare cell**: one process steps a batch of grasp cells (hold actions, no policy, no
+   pipeline) — the simulator's ceiling per core;
+2. **plain SAC loop**: ``SACLearner.update`` on random tensors of the real observation shapes,
+   same networks and batch size, nothing else in the process — the learner's ceiling;
+3. **graspfleet**: ``train_distributed`` with ``--actors`` Ray actors, 2 gRPC replay shards, a
+   private Redis and the learner, for ``--seconds`` after warm-up. Reported: environment steps
+   per second that reached replay, learner updates per second, and weight-sync latency (a
+   version's publication until every actor runs it, p50/p99);
+4. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
+   ``FlattenObservations`` env-to-module connector, default SAC networks, batch 256, one local
+   env runner: environment steps and updates per second.
+
+Ratios: learner updates/s over the plain loop's; ingest per actor core over the bare cell's
+(the actors share ``os.cpu_count()`` cores with the learner); graspfleet over RLlib.
+
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# this file's directory would shadow the `replay` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from graspfleet.actions.cartesian import cartesian_action_bounds  # noqa: E402
+from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
+from graspfleet.sim.tiers import get_tier  # noqa: E402
+from graspfleet.spec import observation_spec  # noqa: E402
+from graspfleet.training import TrainConfig  # noqa: E402
+from learner.sac import OBSERVATION_KEYS, Batch, SACLearner  # noqa: E402
+
+
+def bare_cell_steps_per_second(config: TrainConfig, seconds: float) -> float:
+    """Control steps/s of ``config.cells`` cells stepped with hold actions in this process."""
+    batch = GraspCellBatch(config.cell, get_tier(config.tier), config.cells, seed=0)
+    obs, _ = batch.reset(seed=0)
+    hold = np.concatenate([obs["proprio"][:, :6].astype(np.float64), np.full((config.cells, 2), [0.09, 5.0])], axis=1)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        batch.step(hold)
+        steps += config.cells
+    return steps / (time.perf_counter() - start)
+
+
+def random_batch(config: TrainConfig, size: int) -> Batch:
+    """Random tensors with the real observation shapes and dtypes."""
+    spec = observation_spec(config.cell)
+
+    def tensor(name: str) -> torch.Tensor:
+        s = spec[name]
+        if s.dtype == np.uint8:
+            return torch.randint(0, 256, (size, *s.shape), dtype=torch.uint8)
+        if s.dtype == np.bool_:
+            return torch.ones((size, *s.shape), dtype=torch.bool)
+        if np.issubdtype(s.dtype, np.integer):
+            return torch.randint(0, 8, (size, *s.shape), dtype=torch.int32)
+        return torch.rand((size, *s.shape))
+
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in cartesian_action_bounds(config.cell, config.action))
+    obs = {k: tensor(k) for k in OBSERVATION_KEYS}
+    return Batch(
+        obs=obs,
+        action=low + (high - low) * torch.rand(size, 8),
+        reward=torch.rand(size),
+        terminated=torch.zeros(size),
+        next_obs={k: tensor(k) for k in OBSERVATION_KEYS},
+        weights=torch.ones(size),
+    )
+
+
+def plain_updates_per_second(config: TrainConfig, seconds: float) -> float:
+    """SAC updates/s of the same learner on random tensors, nothing else running."""
+    learner = SACLearner(
+        observation_spec(config.cell),
+        cartesian_action_bounds(config.cell, config.action),
+        config.network,
+        config.sac,
+        device="cpu",
+    )
+    batch = random_batch(config, config.batch_size)
+    for _ in range(3):
+        learner.update(batch)
+    updates, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        learner.update(batch)
+        updates += 1
+    return updates / (time.perf_counter() - start)
+
+
+def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> dict[str, Any]:
+    """Ingest, updates and weight sync of a distributed run, counted after ``warmup`` seconds."""
+    from graspfleet.distributed import DistributedRun, train_distributed
+
+    run_dir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-"))
+    marks: dict[str, tuple[float, float, float]] = {}
+    started: list[DistributedRun] = []
+
+    def progress(row: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if "first" not in marks and row["seconds"] >= warmup:
+            marks["first"] = (now, row["env_steps"], row["updates"])
+        marks["last"] = (now, row["env_steps"], row["updates"])
+
+    try:
+        report = train_distributed(
+            dataclasses.replace(config, time_budget=warmup + seconds),
+            run_dir,
+            shards=2,
+            on_progress=progress,
+            on_start=started.append,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    (t0, steps0, updates0), (t1, steps1, updates1) = marks["first"], marks["last"]
+    sync = np.asarray(report.weight_sync_seconds[len(report.weight_sync_seconds) // 4 :])  # past warm-up
+    return {
+        "ingest_env_steps_per_s": (steps1 - steps0) / (t1 - t0),
+        "learner_updates_per_s": (updates1 - updates0) / (t1 - t0),
+        "weight_sync_p50_ms": float(np.percentile(sync, 50) * 1e3) if len(sync) else None,
+        "weight_sync_p99_ms": float(np.percentile(sync, 99) * 1e3) if len(sync) else None,
+        "weight_versions_synced": len(sync),
+    }
+
+
+def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
+    """RLlib SAC (new API stack) on the same cell: env steps/s and updates/s after its warm-up."""
+    import ray
+    from ray.rllib.algorithms.sac import SACConfig as RLlibSACConfig
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+    from ray.tune.registry import register_env
+
+    from graspfleet.sim.env import GraspCellEnv
+
+    register_env("graspfleet-cartesian", lambda _: GraspCellEnv(tier=config.tier, action_mode="cartesian"))
+    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        algo = (
+            RLlibSACConfig()
+            .environment("graspfleet-cartesian")
+            .framework("torch")
+            .env_runners(
+                num_env_runners=0,
+                env_to_module_connector=lambda env, spaces=None, device=None: FlattenObservations(),
+            )
+            .training(train_batch_size_per_learner=config.batch_size, num_steps_sampled_before_learning_starts=1000)
+            # short iterations (RLlib's default is ≥ 100 sampled steps each), so the clock is read often
+            .reporting(min_sample_timesteps_per_iteration=10, min_time_s_per_iteration=0)
+            .build_algo()
+        )
+        updates = env_steps = 0.0
+        start = None
+        while True:
+            result = algo.train()
+            sampled = float(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            trained = float(
+                result.get("learners", {}).get("__all_modules__", {}).get("num_env_steps_trained_lifetime", 0.0)
+            )
+            if start is None:
+                if trained > 0:  # learning started: measure from here
+                    start, env_steps, updates = time.perf_counter(), sampled, trained
+                continue
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return {
+                    "env_steps_per_s": (sampled - env_steps) / elapsed,
+                    "updates_per_s": (trained - updates) / config.batch_size / elapsed,
+                }
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--actors", type=int, default=8)
+    parser.add_argument("--cells", type=int, default=4, help="grasp cells per actor")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured time of each part")
+    parser.add_argument("--warmup", type=float, default=30.0, help="distributed run: seconds before measuring")
+    args = parser.parse_args()
+    # updates_per_step=0 turns the shards' rate limiters off: actors and learner both run flat out,
+    # so the figures are the data plane's and the learner's capacity, not a chosen ratio
+    config = dataclasses.replace(
+        TrainConfig(),
+        actors=args.actors,
+        cells=args.cells,
+        device="cpu",
+        env_steps=10**9,
+        min_replay=2_000,
+        updates_per_step=0.0,
+    )
+    cores = os.cpu_count() or 1
+    bare = bare_cell_steps_per_second(config, min(args.seconds, 20))
+    print(f"bare cell: {bare:,.0f} steps/s", flush=True)
+    plain = plain_updates_per_second(config, min(args.seconds, 30))
+    print(f"plain SAC loop: {plain:.1f} updates/s", flush=True)
+    fleet = graspfleet_figures(config, args.seconds, args.warmup)
+    print(f"graspfleet: {fleet}", flush=True)
+    rllib = rllib_figures(config, args.seconds)
+    print(f"RLlib SAC: {rllib}", flush=True)
+    # the actors share the machine's cores with the learner and the shards
+    per_core = fleet["ingest_env_steps_per_s"] / cores
+    print(
+        json.dumps(
+            {
+                "cores": cores,
+                "actors": args.actors,
+                "cells_per_actor": args.cells,
+                "batch_size": config.batch_size,
+                "bare_cell_steps_per_s": round(bare, 1),
+                "plain_sac_updates_per_s": round(plain, 2),
+                **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in fleet.items()},
+                "rllib_env_steps_per_s": round(rllib["env_steps_per_s"], 2),
+                "rllib_updates_per_s": round(rllib["updates_per_s"], 2),
+                "updates_vs_plain": round(fleet["learner_updates_per_s"] / plain, 3),
+                "ingest_per_core_vs_bare": round(per_core / bare, 3),
+                "env_steps_vs_rllib": round(fleet["ingest_env_steps_per_s"] / rllib["env_steps_per_s"], 2),
+                "updates_vs_rllib": round(fleet["learner_updates_per_s"] / rllib["updates_per_s"], 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

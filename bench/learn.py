@@ -1,0 +1,113 @@
+"""Does it learn? Train on a tier from scratch and report time and steps to the target success.
+
+The serial loop (one process: the actor's cells, the replay table and the learner take turns,
+so the learner's update rate is what this 2-core machine gives one process) trains from
+randomly initialized networks, with the scripted expert's demonstrations mixed into the batches
+(``train.demonstrations``, the seed's behaviour-cloning warm start). Every ``--evaluate-every``
+updates the deterministic policy is evaluated on ``--episodes`` fresh episodes. The run goes on for
+``--after-target`` more evaluations once one reaches ``--target`` (to show whether it stays
+there), or stops at the time budget.
+
+Prints, as its last line, JSON with the wall-clock seconds and environment steps to the target
+(null when it was not reached), the evaluations after it, and the final success rate with its
+Wilson interval. The run
+directory gets metrics.csv, evaluations.csv and training_curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+# this file's directory would shadow the `replay` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from graspfleet.config import load  # noqa: E402
+from graspfleet.training import TrainConfig, train_serial  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tier", default="T0")
+    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    parser.add_argument("--target", type=float, default=0.9, help="evaluation success to reach")
+    parser.add_argument("--after-target", type=int, default=4, help="evaluations to run once it is reached")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per evaluation")
+    parser.add_argument("--evaluate-every", type=int, default=750, help="learner updates between evaluations")
+    parser.add_argument("--updates-per-step", type=float, default=TrainConfig.updates_per_step)
+    parser.add_argument("--demonstrations", type=int, default=TrainConfig.demonstrations)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-learn"))
+    parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
+    args = parser.parse_args()
+
+    config = dataclasses.replace(
+        load(TrainConfig, None, args.set),
+        tier=args.tier,
+        env_steps=10**9,
+        time_budget=args.minutes * 60,
+        evaluate_every=args.evaluate_every,
+        evaluate_episodes=args.episodes,
+        updates_per_step=args.updates_per_step,
+        demonstrations=args.demonstrations,
+        seed=args.seed,
+        device="cpu",
+    )
+    if args.run_dir.exists():
+        shutil.rmtree(args.run_dir)
+
+    class TargetReached(Exception):
+        pass
+
+    evaluations: list[dict[str, float]] = []
+
+    def show(row: dict[str, float]) -> None:
+        if "eval_success_rate" in row:
+            evaluations.append({k.removeprefix("eval_"): v for k, v in row.items()})
+            print(
+                f"[{row['eval_seconds']:7.0f} s] eval after {row['eval_env_steps']:,.0f} env steps, "
+                f"{row['eval_updates']:,.0f} updates: success {row['eval_success_rate']:.0%} "
+                f"[{row['eval_ci_low']:.2f}, {row['eval_ci_high']:.2f}]",
+                flush=True,
+            )
+            first = next((i for i, e in enumerate(evaluations) if e["success_rate"] >= args.target), None)
+            if first is not None and len(evaluations) - 1 - first >= args.after_target:
+                raise TargetReached
+
+    start = time.perf_counter()
+    with contextlib.suppress(TargetReached):
+        train_serial(config, args.run_dir, on_progress=show)
+    seconds = time.perf_counter() - start
+    first = next((i for i, e in enumerate(evaluations) if e["success_rate"] >= args.target), None)
+    reached = evaluations[first] if first is not None else None
+    final = evaluations[-1] if evaluations else None
+    print(
+        json.dumps(
+            {
+                "tier": args.tier,
+                "target_success": args.target,
+                "reached": reached is not None,
+                "seconds_to_target": reached["seconds"] if reached else None,
+                "env_steps_to_target": int(reached["env_steps"]) if reached else None,
+                "updates_to_target": int(reached["updates"]) if reached else None,
+                "success_after_target": [e["success_rate"] for e in evaluations[first + 1 :]] if reached else [],
+                "demonstration_episodes": config.demonstrations,
+                "final_success_rate": final["success_rate"] if final else None,
+                "final_interval": [final["ci_low"], final["ci_high"]] if final else None,
+                "evaluation_episodes": args.episodes,
+                "seconds": round(seconds, 1),
+                "env_steps": int(final["env_steps"]) if final else 0,
+                "updates": int(final["updates"]) if final else 0,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
