@@ -19,10 +19,12 @@ from graspfleet.config import require
 class ExplorationConfig:
     ou_theta: float = 0.15
     """Mean reversion of the OU process per control step."""
-    position_sigma: tuple[float, ...] = (0.004, 0.004, 0.004, 0.03, 0.03, 0.03, 0.01)
-    """OU σ of the twist (m, rad per step) and the gripper width (m)."""
-    force_sigma: float = 3.0
-    """σ of the force noise (N)."""
+    position_sigma: tuple[float, ...] = (0.001, 0.001, 0.001, 0.005, 0.005, 0.005, 0.002)
+    """OU σ of the twist (m, rad per step) and the gripper width (m). The OU process's stationary
+    spread is about twice σ; at 4 mm per step (10 cm/s) a held cube slipped and the actors never
+    completed a grasp."""
+    force_sigma: float = 0.5
+    """σ of the force noise (N): small against T0's ~4 N grip (at 3 N the grip often fell to 0)."""
     truncation: float = 2.0
     """Force noise beyond this many σ is redrawn."""
     entropy_high: float = 0.0

@@ -88,11 +88,13 @@ class PolicyCopy:
         return weights.version
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> tuple[np.ndarray, float]:
-        """Actions ``(N, 8)`` and the policy's mean entropy estimate (nats) for a batched observation."""
+        """Actions ``(N, 8)`` — the squashed mean when ``deterministic``, else a sample — and the
+        policy's entropy estimate (nats, from a sample either way) for a batched observation."""
         with torch.no_grad():
             tensors = {k: torch.as_tensor(obs[k]) for k in OBSERVATION_KEYS}
-            out = self.policy(self.encoder(tensors), deterministic=deterministic)
-        return out.action.numpy().astype(np.float64), float(-out.log_prob.mean())
+            out = self.policy(self.encoder(tensors))
+            action = self.policy.squash(out.mean) if deterministic else out.action
+        return action.numpy().astype(np.float64), float(-out.log_prob.mean())
 
 
 class SimActor:
@@ -162,7 +164,9 @@ class SimActor:
     def step(self) -> dict[str, Any]:
         """One control step of every cell; returns the step's ``info``."""
         self.maybe_update_weights()
-        actions, entropy = self.policy.act(self.obs)
+        # the seed's exploration: channel-matched noise on the policy's mean (a sample of the
+        # squashed Gaussian on top of it kept wide twists: actors never succeeded)
+        actions, entropy = self.policy.act(self.obs, deterministic=True)
         self.last_entropy = entropy
         # noise can push a proposal out of the action box: store and send what is inside it
         actions = np.clip(

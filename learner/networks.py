@@ -142,6 +142,10 @@ class SE3Policy(nn.Module):
         self.register_buffer("action_centre", (high + low) / 2)
         self.register_buffer("action_half_range", (high - low) / 2)
 
+    def squash(self, u: torch.Tensor) -> torch.Tensor:
+        """Pre-squash coordinates → actions in the box."""
+        return self.action_centre + torch.tanh(u) * self.action_half_range
+
     def normalize(self, action: torch.Tensor) -> torch.Tensor:
         """Actions in the box → [−1, 1]⁸ (the squashed coordinates)."""
         return (action - self.action_centre) / self.action_half_range
@@ -157,8 +161,7 @@ class SE3Policy(nn.Module):
         log_prob = (-0.5 * ((sample - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(1)
         # change of variables for tanh, in the stable form log(1 − tanh²u) = 2(log 2 − u − softplus(−2u))
         log_prob = log_prob - (2 * (math.log(2) - sample - nn.functional.softplus(-2 * sample))).sum(1)
-        action = self.action_centre + torch.tanh(sample) * self.action_half_range
-        return PolicyOutput(action, log_prob, mean, std)
+        return PolicyOutput(self.squash(sample), log_prob, mean, std)
 
 
 class SharedForcePositionCritic(nn.Module):
