@@ -86,6 +86,8 @@ bench: setup
 	OMP_NUM_THREADS=1 $(BIN)/python bench/sim.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/safety.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/replay.py
+	$(BIN)/python bench/e2e.py --seconds 45 --warmup 25
+	$(BIN)/python bench/learn.py
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .mypy_cache .ruff_cache graspfleet/replay/v1/*_pb2*

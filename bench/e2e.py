@@ -106,11 +106,10 @@ def plain_updates_per_second(config: TrainConfig, seconds: float) -> float:
 
 def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> dict[str, Any]:
     """Ingest, updates and weight sync of a distributed run, counted after ``warmup`` seconds."""
-    from graspfleet.distributed import DistributedRun, train_distributed
+    from graspfleet.distributed import train_distributed
 
     run_dir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-"))
     marks: dict[str, tuple[float, float, float]] = {}
-    started: list[DistributedRun] = []
 
     def progress(row: dict[str, float]) -> None:
         now = time.perf_counter()
@@ -124,7 +123,6 @@ def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> di
             run_dir,
             shards=2,
             on_progress=progress,
-            on_start=started.append,
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
