@@ -43,8 +43,8 @@ from graspfleet.actions.cartesian import cartesian_action_bounds  # noqa: E402
 from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
 from graspfleet.spec import observation_spec  # noqa: E402
-from graspfleet.training import TrainConfig  # noqa: E402
-from learner.sac import OBSERVATION_KEYS, Batch, SACLearner  # noqa: E402
+from graspfleet.training import TrainConfig, make_learner  # noqa: E402
+from learner.sac import OBSERVATION_KEYS, Batch  # noqa: E402
 
 
 def bare_cell_steps_per_second(config: TrainConfig, seconds: float) -> float:
@@ -87,13 +87,7 @@ def random_batch(config: TrainConfig, size: int) -> Batch:
 
 def plain_updates_per_second(config: TrainConfig, seconds: float) -> float:
     """SAC updates/s of the same learner on random tensors, nothing else running."""
-    learner = SACLearner(
-        observation_spec(config.cell),
-        cartesian_action_bounds(config.cell, config.action),
-        config.network,
-        config.sac,
-        device="cpu",
-    )
+    learner = make_learner(config, device="cpu")
     batch = random_batch(config, config.batch_size)
     for _ in range(3):
         learner.update(batch)

@@ -31,16 +31,15 @@ import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from actors.worker import ActorWorker
-from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
 from graspfleet.plots import plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.spec import observation_spec
-from graspfleet.training import CsvLog, DemonstrationBatches, TrainConfig, TrainReport
+from graspfleet.training import CsvLog, DemonstrationBatches, TrainConfig, TrainReport, make_learner
 from learner import checkpoint as learner_checkpoint
-from learner.sac import SACLearner, batch_from_columns
+from learner.sac import batch_from_columns
 from learner.weights import serialize
 from replay.client import ReplaySampler, ReplayUnavailable
 from replay.process import ShardProcess
@@ -157,13 +156,7 @@ def train_distributed(
             shard_processes.append(shard)
             plane.heartbeat_shard(shard.address)
         addresses = [s.address for s in shard_processes]
-        learner = SACLearner(
-            observation_spec(config.cell),
-            cartesian_action_bounds(config.cell, config.action),
-            config.network,
-            config.sac,
-            config.device,
-        )
+        learner = make_learner(config)
         checkpoint_dir = run_dir / "learner"
         resumed = (
             learner_checkpoint.restore(learner, checkpoint_dir) if learner_checkpoint.exists(checkpoint_dir) else -1

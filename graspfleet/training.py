@@ -135,6 +135,17 @@ class TrainReport:
     """Distributed runs: per fully adopted version, publication → every actor running it."""
 
 
+def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:
+    """The learner a run of ``config`` trains (on ``device``, default the config's)."""
+    return SACLearner(
+        observation_spec(config.cell),
+        cartesian_action_bounds(config.cell, config.action),
+        config.network,
+        config.sac,
+        config.device if device is None else device,
+    )
+
+
 class DemonstrationBatches:
     """The learner's share of expert transitions per batch (none when no demonstrations are loaded)."""
 
@@ -223,13 +234,7 @@ def train_serial(
     """Run the training loop in this process until ``config.env_steps`` environment steps (or
     until an evaluation reaches ``config.target_success``)."""
     start = time.perf_counter()
-    learner = SACLearner(
-        observation_spec(config.cell),
-        cartesian_action_bounds(config.cell, config.action),
-        config.network,
-        config.sac,
-        config.device,
-    )
+    learner = make_learner(config)
     demonstrations = DemonstrationBatches(config, learner.device)
     weights = InMemoryWeights()
     version = 0
