@@ -5,7 +5,10 @@ the batched observation, samples the policy, adds channel-matched exploration no
 Cartesian actions through the safe action pipeline (in the actor runtime: a NaN becomes a counted
 hold), and streams every cell's step to replay through that cell's trajectory sink. Every
 ``version_check_every`` steps it asks the weight source for the latest version (one cheap read)
-and loads new weights only when the version changed, never unpickling.
+and loads new weights only when the version changed, never unpickling; with a tier source it
+also reads the curriculum's tier then, and switches its cells to it (:meth:`SimActor.set_tier`).
+Every finished episode's outcome is kept, stamped with its curriculum generation, for the
+learner's curriculum controller.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.tiers import TIER_ORDER, get_tier
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig
+from learner.curriculum import EpisodeOutcome
 from learner.networks import ObservationEncoder, SE3Policy
 from learner.sac import OBSERVATION_KEYS
 from learner.weights import deserialize, split_policy_tensors
@@ -52,6 +56,14 @@ class WeightSource(Protocol):
     def latest_version(self) -> int: ...
 
     def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
+
+
+class TierSource(Protocol):
+    """Where the curriculum's current tier comes from (``graspfleet.control_plane.ControlPlane`` is one)."""
+
+    def curriculum_tier(self) -> tuple[str, int] | None:
+        """(tier name, generation), or None before the curriculum has set one."""
+        ...
 
 
 class VersionAnnouncements(Protocol):
@@ -114,22 +126,31 @@ class SimActor:
         seed: int | None = None,
         version_check_every: int = 50,
         announcements: VersionAnnouncements | None = None,
+        tiers: TierSource | None = None,
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
-        ``announcements`` a new version is also picked up at the first step after its notice."""
+        ``announcements`` a new version is also picked up at the first step after its notice.
+        With ``tiers``, every version check also reads the curriculum's tier and switches to it."""
         self.actor_id = actor_id
+        self.cell = cell
+        self.action_config = action or ActionConfig()
+        self.seed = seed
         self.tier = get_tier(tier) if isinstance(tier, str) else tier
+        self.generation = 0
+        """The curriculum generation the running episodes belong to."""
         self.env = CartesianBackend(
-            GraspCellBatch(cell, self.tier, num_cells, seed=seed), cell, action or ActionConfig(), strict=False
+            GraspCellBatch(cell, self.tier, num_cells, seed=seed), cell, self.action_config, strict=False
         )
         self.num_cells = num_cells
+        self.tiers = tiers
+        self.finished: list[EpisodeOutcome] = []
+        """Outcomes of the episodes finished since :meth:`take_outcomes` last emptied it."""
+        self._episode_steps = np.zeros(num_cells, dtype=np.int64)
         self.policy = PolicyCopy(cell, network or NetworkConfig(), action or ActionConfig())
         self.exploration = exploration or ExplorationConfig()
         self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
         self.sinks = [sink_factory(f"{actor_id}/{i}") for i in range(num_cells)]
-        tier_index = TIER_ORDER.index(self.tier.name) if self.tier.name in TIER_ORDER else 0
-        for sink in self.sinks:
-            sink.tier = tier_index
+        self._stamp_tier()
         self.weights = weights
         self.version_check_every = version_check_every
         self.announcements = announcements
@@ -148,6 +169,10 @@ class SimActor:
         if not force and not is_news and self._steps_since_check < self.version_check_every:
             return False
         self._steps_since_check = 0
+        if self.tiers is not None:
+            current = self.tiers.curriculum_tier()
+            if current is not None:
+                self.set_tier(*current)
         latest = self.weights.latest_version()
         if latest <= self.policy.version:
             return False
@@ -160,6 +185,40 @@ class SimActor:
             sink.policy_version = self.policy.version
         self.stats.weight_updates += 1
         return True
+
+    def _stamp_tier(self) -> None:
+        tier_index = TIER_ORDER.index(self.tier.name) if self.tier.name in TIER_ORDER else 0
+        for sink in self.sinks:
+            sink.tier = tier_index
+
+    def set_tier(self, tier: str, generation: int) -> bool:
+        """Switch every cell to ``tier`` under curriculum ``generation``; returns whether anything
+        changed. Episodes under way end here, cut short (not terminal: their last observation is
+        kept for bootstrapping), and new ones start on the new tier. Only the environment changes."""
+        if generation == self.generation and tier == self.tier.name:
+            return False
+        self.generation = generation
+        if tier != self.tier.name:
+            for i in map(int, np.flatnonzero(self._episode_steps)):
+                self.sinks[i].end_episode({k: self.obs[k][i] for k in OBSERVATION_KEYS})
+            self.tier = get_tier(tier)
+            seed = None if self.seed is None else self.seed + 7919 * generation
+            self.env = CartesianBackend(
+                GraspCellBatch(self.cell, self.tier, self.num_cells, seed=seed),
+                self.cell,
+                self.action_config,
+                strict=False,
+            )
+            self.obs, _ = self.env.reset(seed=seed)
+            self.noise.reset(np.ones(self.num_cells, dtype=bool))
+            self._episode_steps[:] = 0
+            self._stamp_tier()
+        return True
+
+    def take_outcomes(self) -> list[EpisodeOutcome]:
+        """The episodes finished since the last call, oldest first."""
+        taken, self.finished = self.finished, []
+        return taken
 
     def step(self) -> dict[str, Any]:
         """One control step of every cell; returns the step's ``info``."""
@@ -189,8 +248,21 @@ class SimActor:
                 assert final is not None
                 sink.end_episode({k: final[k][i] for k in OBSERVATION_KEYS})
         done = terminated | truncated
+        self._episode_steps += 1
+        self._episode_steps[done] = 0
         if done.any():
             self.noise.reset(done)
+            for i in map(int, np.flatnonzero(done)):
+                self.finished.append(
+                    EpisodeOutcome(
+                        self.generation,
+                        bool(info["outcome_success"][i]),
+                        self.tier.name,
+                        bool(info["outcome_collision"][i]),
+                        bool(info["outcome_slip"][i]),
+                        bool(info["outcome_force_overshoot"][i]),
+                    )
+                )
             self.stats.episodes += int(done.sum())
             for name in OUTCOMES:
                 self.stats.outcomes[name] += int(info[f"outcome_{name}"].sum())

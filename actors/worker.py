@@ -7,6 +7,7 @@ bookkeeping is pickled; trajectories travel over gRPC and weights as safetensors
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -42,11 +43,13 @@ class ActorWorker:
             seed=seed,
             version_check_every=train.version_check_every,
             announcements=self.plane.weight_notifications(),
+            tiers=self.plane if train.curriculum.enabled else None,
         )
 
     def run(self, steps: int) -> dict[str, Any]:
-        """Step the cells ``steps`` times; returns this call's counts, the weights version in use and
-        the (version, unix time) of each weights load since the last call."""
+        """Step the cells ``steps`` times; returns this call's counts, the weights version in use,
+        the (version, unix time) of each weights load since the last call, and the outcome of each
+        episode finished (``EpisodeOutcome`` fields, as plain tuples)."""
         before = self.actor.stats
         env, episodes, successes = before.env_steps, before.episodes, before.outcomes["success"]
         self.actor.adoptions.clear()
@@ -59,6 +62,7 @@ class ActorWorker:
             "successes": stats.outcomes["success"] - successes,
             "weights_version": self.actor.policy.version,
             "adoptions": self.actor.adoptions[:],
+            "outcomes": [dataclasses.astuple(o) for o in self.actor.take_outcomes()],
             "pid": os.getpid(),
         }
 

@@ -44,6 +44,7 @@ from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
 from graspfleet.spec import observation_spec  # noqa: E402
 from graspfleet.training import TrainConfig, make_learner  # noqa: E402
+from learner.curriculum import CurriculumConfig  # noqa: E402
 from learner.sac import OBSERVATION_KEYS, Batch  # noqa: E402
 
 
@@ -186,9 +187,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30.0, help="distributed run: seconds before measuring")
     args = parser.parse_args()
     # updates_per_step=0 turns the shards' rate limiters off: actors and learner both run flat out,
-    # so the figures are the data plane's and the learner's capacity, not a chosen ratio
+    # so the figures are the data plane's and the learner's capacity, not a chosen ratio; the
+    # curriculum's validations are off, so nothing but training shares the cores
     config = dataclasses.replace(
         TrainConfig(),
+        curriculum=CurriculumConfig(enabled=False),
         actors=args.actors,
         cells=args.cells,
         device="cpu",

@@ -47,9 +47,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
     args = parser.parse_args()
 
+    loaded = load(TrainConfig, None, args.set)
     config = dataclasses.replace(
-        load(TrainConfig, None, args.set),
+        loaded,
         tier=args.tier,
+        # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
+        curriculum=dataclasses.replace(loaded.curriculum, enabled=False),
         env_steps=10**9,
         time_budget=args.minutes * 60,
         evaluate_every=args.evaluate_every,

@@ -359,16 +359,16 @@ def evaluate_policy(
     )
 
 
-@app.command()
-def status(
-    run_dir: Annotated[
-        Path | None, typer.Option(help="A run directory (its control_plane.json says where Redis is).")
-    ] = None,
-    redis: Annotated[str | None, typer.Option(help="Redis URL of the control plane (with --run).")] = None,
-    run: Annotated[str | None, typer.Option(help="Run name (with --redis).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """What a running job is doing, read from its control plane: state, weights, shards, actors, events."""
+RunDirOption = Annotated[
+    Path | None, typer.Option(help="A run directory (its control_plane.json says where Redis is).")
+]
+RedisOption = Annotated[str | None, typer.Option(help="Redis URL of the control plane (with --run).")]
+RunOption = Annotated[str | None, typer.Option(help="Run name (with --redis).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _control_plane(run_dir: Path | None, redis: str | None, run: str | None) -> Any:
+    """The control plane a run directory points at (or the one ``--redis``/``--run`` name)."""
     from graspfleet.control_plane import ControlPlane
 
     if run_dir is not None:
@@ -379,33 +379,115 @@ def status(
         redis, run = redis or located["redis_url"], run or located["run"]
     if redis is None or run is None:
         raise _fail("give --run-dir, or --redis and --run")
-    plane = ControlPlane(redis, run, retries=1)
+    return ControlPlane(redis, run, retries=1)
+
+
+TIER_CHANGES = ("promotion", "rollback", "regression")
+
+
+@app.command()
+def status(
+    run_dir: RunDirOption = None, redis: RedisOption = None, run: RunOption = None, json_output: JsonOption = False
+) -> None:
+    """What a running job is doing, read from its control plane: state, weights, shards, actors,
+    the curriculum and its tier history, recent events."""
+    from graspfleet.curriculum import CURRICULUM_STREAM
+
+    plane = _control_plane(run_dir, redis, run)
     try:
+        curriculum = plane.curriculum_state()
         report: dict[str, Any] = {
-            "run": run,
+            "run": plane.run,
             "state": plane.state(),
             "weights_version": plane.latest_version(),
             "shards": plane.shards(),
             "desired_actors": plane.desired_actors(),
+            "curriculum": None if curriculum is None else curriculum["controller"],
+            "tier_history": [e for e in plane.events(stream=CURRICULUM_STREAM) if e["kind"] in TIER_CHANGES],
             "events": plane.events()[-10:],
         }
     except Exception as exc:
-        raise _fail(f"control plane at {redis} not reachable: {exc}") from None
+        raise _fail(f"control plane not reachable: {exc}") from None
     if json_output:
         print(json.dumps(report))
         return
-    table = Table(title=f"run {run}", show_edge=False, show_header=False)
+    table = Table(title=f"run {plane.run}", show_edge=False, show_header=False)
     for key, value in report["state"].items():
         table.add_row(key, value)
     table.add_row("weights version", str(report["weights_version"]))
     table.add_row("replay shards", ", ".join(report["shards"]) or "none alive")
     table.add_row("desired actors", str(report["desired_actors"]))
+    state = report["curriculum"]
+    if state is not None:
+        window = state["window"]
+        table.add_row(
+            "curriculum",
+            f"tier {state['tier']} (generation {state['generation']}), learning-rate scale {state['lr_scale']:g}, "
+            f"{state['promotions']} promotions, {state['rollbacks']} rollbacks",
+        )
+        table.add_row("gate", f"{sum(window)} successes in the last {len(window)} episodes")
     console.print(table)
+    if report["tier_history"]:
+        history = Table(title="tier history")
+        for column in ("time (UTC)", "event", "tier", "updates", "why", "weights", "lr scale"):
+            history.add_column(column)
+        for event in report["tier_history"]:
+            history.add_row(*_tier_change_row(event))
+        console.print(history)
     for event in report["events"]:
         console.print(
             f"  {event['id']}  {event['kind']}  "
             + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "kind", "time"))
         )
+
+
+def _tier_change_row(event: dict[str, str]) -> tuple[str, ...]:
+    if event["kind"] == "promotion":
+        why = f"gate {float(event['gate_success_rate']):.0%} over {event['gate_episodes']} episodes"
+    else:
+        why = (
+            f"validation {float(event['validation_success_rate']):.0%} success, "
+            f"{float(event['validation_collision_rate']):.0%} collisions vs reference "
+            f"{float(event['reference_success_rate']):.0%}, {float(event['reference_collision_rate']):.0%}"
+        )
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(event["time"]))),
+        event["kind"],
+        f"{event['from_tier']} → {event['to_tier']}",
+        event["updates"],
+        why,
+        f"v{event['weights_version_before']} → v{event['weights_version_after']}",
+        f"{float(event['lr_scale_before']):g} → {float(event['lr_scale_after']):g}",
+    )
+
+
+curriculum_app = typer.Typer(help="The curriculum's audit trail.", no_args_is_help=True)
+app.add_typer(curriculum_app, name="curriculum")
+
+
+@curriculum_app.command("events")
+def curriculum_events(
+    run_dir: RunDirOption = None, redis: RedisOption = None, run: RunOption = None, json_output: JsonOption = False
+) -> None:
+    """Print every curriculum event (promotions, rollbacks, regressions, learning-rate changes,
+    gate resets) with the metrics that justified it, oldest first."""
+    from graspfleet.curriculum import CURRICULUM_STREAM
+
+    plane = _control_plane(run_dir, redis, run)
+    try:
+        events = plane.events(count=100_000, stream=CURRICULUM_STREAM)
+    except Exception as exc:
+        raise _fail(f"control plane not reachable: {exc}") from None
+    if json_output:
+        for event in events:
+            print(json.dumps(event))
+        return
+    if not events:
+        console.print("no curriculum events yet")
+    for event in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(event["time"])))
+        fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "kind", "time"))
+        console.print(f"{stamp}  {event['kind']:<10}  {fields}")
 
 
 replay_app = typer.Typer(help="The sharded replay service.", no_args_is_help=True)

@@ -11,7 +11,11 @@ Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touch
 ``state``                     a hash of the run's state (tier, status, learner step, …)
 ``shards``                    a hash: replay shard address → last heartbeat (unix seconds)
 ``actors:desired:{kind}``     how many actors of a kind (``sim``, ``arm``) the run should have
-``events``                    a stream of events (promotions, rollbacks, …) for audit
+``events``                    a stream of run events (interruptions, …) for audit
+``curriculum``                a hash: the current ``tier``, its ``generation`` and the
+                              controller's full ``state`` (JSON); actors read the first two
+``curriculum:events``         a stream: every promotion, rollback, regression, learning-rate
+                              change and gate reset, with the metrics and weights versions
 ============================  ==================================================================
 
 Redis commands that fail to connect are retried with exponential backoff; each retry is counted
@@ -22,6 +26,7 @@ are safetensors bytes, everything else strings and numbers.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -215,15 +220,31 @@ class ControlPlane:
         value = self._call(lambda: self.client.get(self.key(f"actors:desired:{kind}")))
         return None if value is None else int(value)
 
+    # -- curriculum --------------------------------------------------------------------------------
+
+    def set_curriculum(self, tier: str, generation: int, state: Mapping[str, Any]) -> None:
+        """Publish the curriculum's tier (actors switch to it at their next version check)."""
+        mapping = {"tier": tier, "generation": str(generation), "state": json.dumps(state)}
+        self._call(lambda: self.client.hset(self.key("curriculum"), mapping=mapping))
+
+    def curriculum_tier(self) -> tuple[str, int] | None:
+        """(tier, generation), or None before a curriculum has published one."""
+        tier, generation = self._call(lambda: self.client.hmget(self.key("curriculum"), "tier", "generation"))
+        return None if tier is None or generation is None else (tier.decode(), int(generation))
+
+    def curriculum_state(self) -> dict[str, Any] | None:
+        raw = self._call(lambda: self.client.hget(self.key("curriculum"), "state"))
+        return None if raw is None else dict(json.loads(raw))
+
     # -- events ------------------------------------------------------------------------------------
 
-    def append_event(self, kind: str, fields: Mapping[str, str | int | float]) -> str:
-        """Append an audit event; returns its stream id."""
+    def append_event(self, kind: str, fields: Mapping[str, str | int | float], stream: str = "events") -> str:
+        """Append an audit event to ``stream`` (``events`` or ``curriculum:events``); returns its id."""
         entry = {"kind": kind, "time": f"{time.time():.3f}", **{k: str(v) for k, v in fields.items()}}
-        return str(self._call(lambda: self.client.xadd(self.key("events"), entry)).decode())
+        return str(self._call(lambda: self.client.xadd(self.key(stream), entry)).decode())
 
-    def events(self, count: int = 1000) -> list[dict[str, str]]:
-        raw = self._call(lambda: self.client.xrange(self.key("events"), count=count))
+    def events(self, count: int = 1000, stream: str = "events") -> list[dict[str, str]]:
+        raw = self._call(lambda: self.client.xrange(self.key(stream), count=count))
         return [{"id": i.decode(), **{k.decode(): v.decode() for k, v in e.items()}} for i, e in raw]
 
     def close(self) -> None:

@@ -23,22 +23,34 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from actors.evaluator import EvaluationWorker
 from actors.worker import ActorWorker
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
-from graspfleet.plots import plot_training_curves
+from graspfleet.curriculum import CURRICULUM_STREAM, CurriculumMetrics, RunCurriculum
+from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
+from graspfleet.sim.batch import OUTCOMES
+from graspfleet.sim.tiers import TIER_ORDER
 from graspfleet.spec import observation_spec
-from graspfleet.training import CsvLog, DemonstrationBatches, TrainConfig, TrainReport, make_learner
+from graspfleet.training import (
+    DemonstrationBatches,
+    JsonLines,
+    Progress,
+    TrainConfig,
+    TrainReport,
+    make_learner,
+)
 from learner import checkpoint as learner_checkpoint
+from learner.curriculum import EpisodeOutcome, ValidationResult
 from learner.sac import batch_from_columns
 from learner.weights import serialize
 from replay.client import ReplaySampler, ReplayUnavailable
@@ -82,7 +94,9 @@ class LearnerMetrics:
         self.updates = Counter("graspfleet_learner_updates", "Learner updates", registry=r)
         self.version = Gauge("graspfleet_learner_weights_version", "Latest published weights version", registry=r)
         self.env_steps = Counter("graspfleet_env_steps", "Environment steps reported by actors", registry=r)
-        self.episodes = Counter("graspfleet_episodes", "Episodes finished", ["outcome"], registry=r)
+        self.episodes = Counter(
+            "graspfleet_episodes", "Training episodes finished, by tier and outcome", ["tier", "outcome"], registry=r
+        )
         self.sample_wait = Counter("graspfleet_learner_sample_wait_seconds", "Time waiting for batches", registry=r)
         self.losses = Gauge("graspfleet_learner_loss", "Learner losses", ["name"], registry=r)
         self.alpha = Gauge("graspfleet_learner_alpha", "SAC temperature", registry=r)
@@ -162,8 +176,49 @@ def train_distributed(
             learner_checkpoint.restore(learner, checkpoint_dir) if learner_checkpoint.exists(checkpoint_dir) else -1
         )
         # version numbers continue after a resume, past anything the registry already holds
-        version = max(plane.latest_version(), resumed) + 1
-        plane.publish_weights(version, serialize(learner.policy_tensors(), version))
+        version = max(plane.latest_version(), resumed)
+        sync = WeightSyncTracker(config.actors)
+
+        def publish(measure_sync: bool = True) -> int:
+            nonlocal version
+            version += 1
+            blob = serialize(learner.policy_tensors(), version)
+            if measure_sync:
+                sync.published(version, time.time())
+            plane.publish_weights(version, blob)
+            metrics.version.set(version)
+            return version
+
+        publish(measure_sync=False)  # the actors that load it have not started yet
+        env_steps = episodes = successes = 0
+
+        def now() -> dict[str, float]:
+            return {"seconds": time.perf_counter() - start, "env_steps": env_steps, "updates": learner.updates}
+
+        curriculum = None
+        curriculum_metrics = CurriculumMetrics(metrics.registry, config.curriculum.tiers)
+        if config.curriculum.enabled:
+            events_file = JsonLines(run_dir / "curriculum_events.jsonl")
+
+            def audit(kind: str, fields: Mapping[str, str | int | float]) -> None:
+                plane.append_event(kind, fields, stream=CURRICULUM_STREAM)
+                events_file.append(kind, fields)
+
+            curriculum = RunCurriculum(
+                config.curriculum,
+                config.tier,
+                learner,
+                plane,
+                publish,
+                set_tier=plane.set_curriculum,
+                audit=audit,
+                metrics=curriculum_metrics,
+                run_dir=run_dir,
+            )
+            saved = learner_checkpoint.saved_curriculum(checkpoint_dir) if resumed >= 0 else None
+            curriculum.start(saved, now())
+        else:
+            curriculum_metrics.tier.set(TIER_ORDER.index(config.tier))
         if resumed >= 0:
             plane.append_event("learner_resumed", {"updates": learner.updates, "weights_version": version})
         if not ray.is_initialized():
@@ -176,6 +231,11 @@ def train_distributed(
             for k in range(config.actors)
         ]
         stack.callback(lambda: [ray.kill(a) for a in actors])
+        evaluator: Any = None
+        validating: Any = None
+        if curriculum is not None:
+            evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(plain, redis_url, plane.run)
+            stack.callback(lambda: ray.kill(evaluator))
         if on_start is not None:
             on_start(DistributedRun(plane, shard_processes, actors, metrics_port))
         demonstrations = DemonstrationBatches(config, learner.device)
@@ -183,12 +243,10 @@ def train_distributed(
         plane.set_state(status="training", tier=config.tier)
         # two calls queued per actor, so an actor never idles while the driver is busy updating
         pending = {actor.run.remote(steps_per_call): actor for actor in actors for _ in range(2)}
-        sync = WeightSyncTracker(len(actors))
-        env_steps = episodes = successes = 0
         adopted: set[int] = set()
         pids: dict[int, int] = {}
         last: dict[str, float] = {}
-        progress = CsvLog(run_dir / "metrics.csv")
+        progress = Progress(run_dir / "metrics.csv", config.success_window, start)
         try:
             while env_steps < config.env_steps and (
                 config.time_budget is None or time.perf_counter() - start < config.time_budget
@@ -208,13 +266,24 @@ def train_distributed(
                     env_steps += report["env_steps"]
                     episodes += report["episodes"]
                     successes += report["successes"]
+                    outcomes = [EpisodeOutcome(*fields) for fields in report["outcomes"]]
+                    for outcome in outcomes:
+                        for name in OUTCOMES:
+                            if getattr(outcome, name):
+                                metrics.episodes.labels(tier=outcome.tier, outcome=name).inc()
+                    if curriculum is not None:
+                        curriculum.record_outcomes(outcomes, now())
                     adopted.add(report["weights_version"])
                     for adopted_version, at in report["adoptions"]:
                         for latency in sync.adopted(index, adopted_version, at):
                             metrics.weight_sync.observe(latency)
                     metrics.env_steps.inc(report["env_steps"])
-                    metrics.episodes.labels(outcome="success").inc(report["successes"])
                     pending[actor.run.remote(steps_per_call)] = actor
+                if validating is not None and ray.wait([validating], timeout=0)[0]:
+                    with contextlib.suppress(ray.exceptions.RayError):  # a lost validation is requested again
+                        assert curriculum is not None
+                        curriculum.record_validation(ValidationResult(**ray.get(validating)), now())
+                    validating = None
                 if env_steps < config.min_replay:
                     time.sleep(0.05)
                     continue
@@ -234,28 +303,27 @@ def train_distributed(
                     metrics.losses.labels(name=name).set(last[name])
                 metrics.alpha.set(last["alpha"])
                 if learner.updates % config.checkpoint_every == 0:
-                    learner_checkpoint.save(learner, checkpoint_dir, version)
+                    learner_checkpoint.save(
+                        learner, checkpoint_dir, version, None if curriculum is None else curriculum.state()
+                    )
+                if curriculum is not None and validating is None and curriculum.validation_due(learner.updates):
+                    curriculum.validation_requested(learner.updates)
+                    validating = evaluator.validate.remote(version, curriculum.tier, curriculum.generation)
                 if learner.updates % config.publish_every == 0:
-                    version += 1
-                    blob = serialize(learner.policy_tensors(), version)
-                    sync.published(version, time.time())
-                    plane.publish_weights(version, blob)
-                    metrics.version.set(version)
+                    publish()
                     plane.set_state(weights_version=version, updates=learner.updates, env_steps=env_steps)
-                    progress.append(
-                        {
-                            "seconds": round(time.perf_counter() - start, 2),
-                            "env_steps": env_steps,
-                            "updates": learner.updates,
-                            "weights_version": version,
-                            "episodes": episodes,
-                            "success_rate": successes / episodes if episodes else 0.0,
-                            "actor_versions": len(adopted),
-                            **{k: round(v, 5) for k, v in last.items()},
-                        }
+                    row = progress.append(
+                        env_steps,
+                        episodes,
+                        successes,
+                        learner.updates,
+                        version,
+                        last,
+                        actor_versions=len(adopted),
+                        tier_index=TIER_ORDER.index(config.tier if curriculum is None else curriculum.tier),
                     )
                     if on_progress is not None:
-                        on_progress(progress.rows[-1])
+                        on_progress(row)
             ray.get(list(pending))
             plane.set_state(status="finished")
         except KeyboardInterrupt:
@@ -264,10 +332,13 @@ def train_distributed(
             plane.append_event("interrupted", {"updates": learner.updates, "weights_version": version})
             raise
         finally:
-            learner_checkpoint.save(learner, checkpoint_dir, version)
+            learner_checkpoint.save(
+                learner, checkpoint_dir, version, None if curriculum is None else curriculum.state()
+            )
             (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
             progress.close()
             plot_training_curves(run_dir, f"graspfleet train: {config.tier}")
+            plot_tier_history(run_dir, "graspfleet train: curriculum")
     return TrainReport(
         env_steps,
         learner.updates,

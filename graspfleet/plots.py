@@ -39,7 +39,7 @@ def plot_training_curves(run_dir: Path, title: str = "graspfleet training") -> P
         success.plot(
             [r["env_steps"] for r in metrics],
             [r["success_rate"] for r in metrics],
-            label="actors, cumulative (with noise)",
+            label="actors, recent episodes (with noise)",
         )
     success.set(xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02), title="grasp success")
     success.legend(loc="upper left")
@@ -62,3 +62,43 @@ def plot_training_curves(run_dir: Path, title: str = "graspfleet training") -> P
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_tier_history(run_dir: Path, title: str = "curriculum") -> Path | None:
+    """``tiers.png`` from ``curriculum.csv``: the tier against environment steps, with a marker at
+    each promotion (▲), rollback (▼) and first-tier regression (×); None without a history."""
+    path = run_dir / "curriculum.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    metrics = read_csv(run_dir / "metrics.csv")
+    end = max([float(r["env_steps"]) for r in rows] + [r["env_steps"] for r in metrics])
+    steps = [float(r["env_steps"]) for r in rows] + [end]
+    tiers = [int(r["tier_index"]) for r in rows]
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    axis.step(steps, [*tiers, tiers[-1]], where="post", color="tab:blue", label="tier")
+    markers = {"promotion": ("^", "tab:green"), "rollback": ("v", "tab:red"), "regression": ("x", "tab:orange")}
+    for kind, (marker, colour) in markers.items():
+        chosen = [r for r in rows if r["event"] == kind]
+        if chosen:
+            axis.scatter(
+                [float(r["env_steps"]) for r in chosen],
+                [int(r["tier_index"]) for r in chosen],
+                marker=marker,
+                color=colour,
+                s=60,
+                zorder=3,
+                label=f"{kind} ({len(chosen)})",
+            )
+    names = sorted({(int(r["tier_index"]), r["tier"]) for r in rows})
+    axis.set_yticks([i for i, _ in names], [n for _, n in names])
+    axis.set(xlabel="environment steps", ylabel="tier", title=title)
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    out = run_dir / "tiers.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

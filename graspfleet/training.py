@@ -10,10 +10,12 @@ publishes a new weights version, which the actor adopts at its next version chec
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,14 @@ from actors.sim_actor import SimActor
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import require
+from graspfleet.curriculum import RunCurriculum
 from graspfleet.evaluation import evaluate
-from graspfleet.plots import plot_training_curves
+from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.sim.config import CellConfig
-from graspfleet.sim.tiers import get_tier
+from graspfleet.sim.tiers import TIER_ORDER, get_tier
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig, SACConfig
+from learner.curriculum import CurriculumConfig, ValidationResult
 from learner.demonstrations import collect_demonstrations
 from learner.sac import Batch, SACLearner, batch_from_columns
 from learner.weights import serialize
@@ -66,6 +70,8 @@ class TrainConfig:
     demonstrations: int = 100
     """Successful scripted-expert episodes collected on the tier before training, which the learner
     mixes into its batches with a decaying behaviour-cloning term (0: none; see learner/demonstrations.py)."""
+    success_window: int = 100
+    """Training episodes (all actors, with exploration noise) the progress rows' success rate covers."""
     evaluate_every: int = 0
     """Learner updates between evaluations of the deterministic policy (0: never)."""
     evaluate_episodes: int = 100
@@ -78,6 +84,7 @@ class TrainConfig:
     network: NetworkConfig = NetworkConfig()
     sac: SACConfig = SACConfig()
     exploration: ExplorationConfig = ExplorationConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
     replay: ShardConfig = ShardConfig(capacity=200_000, min_size_to_sample=1)
 
     def __post_init__(self) -> None:
@@ -91,6 +98,7 @@ class TrainConfig:
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
+        require(self.success_window >= 1, "train.success_window: must be >= 1")
         require(self.evaluate_every >= 0, "train.evaluate_every: must be >= 0")
         require(self.evaluate_episodes >= 1, "train.evaluate_episodes: must be >= 1")
         require(
@@ -174,19 +182,28 @@ class DemonstrationBatches:
 
 
 def evaluation_row(
-    config: TrainConfig, blob: bytes, start: float, env_steps: int, updates: int, version: int
+    config: TrainConfig,
+    blob: bytes,
+    start: float,
+    env_steps: int,
+    updates: int,
+    version: int,
+    tier: str | None = None,
+    episodes: int | None = None,
 ) -> dict[str, float]:
-    """Evaluate the published weights ``blob`` on the training tier; one row of ``evaluations.csv``."""
+    """Evaluate the published weights ``blob`` on ``tier`` (default: the run's start tier) over
+    ``episodes`` (default ``evaluate_episodes``); one row of ``evaluations.csv``."""
     result = evaluate(
         blob,
         config.cell,
-        get_tier(config.tier),
-        config.evaluate_episodes,
+        get_tier(tier or config.tier),
+        episodes or config.evaluate_episodes,
         seed=config.seed + 20_000,
         network=config.network,
         action=config.action,
     )
     return {
+        "tier_index": TIER_ORDER.index(tier or config.tier),
         "seconds": round(time.perf_counter() - start, 2),
         "env_steps": env_steps,
         "updates": updates,
@@ -195,6 +212,8 @@ def evaluation_row(
         "ci_low": round(result.interval[0], 4),
         "ci_high": round(result.interval[1], 4),
         "mean_return": round(result.mean_return, 3),
+        **{f"{name}_rate": count / result.episodes for name, count in result.outcomes.items() if name != "success"},
+        "timeout_rate": (result.episodes - sum(result.outcomes.values())) / result.episodes,
     }
 
 
@@ -228,6 +247,89 @@ class CsvLog:
             self._handle.close()
 
 
+class Progress:
+    """The run's progress rows (``metrics.csv``): counts so far, the actors' success rate over
+    about the last ``window`` episodes, and the learner's latest update metrics; one builder for
+    the serial and the distributed loop."""
+
+    def __init__(self, path: Path | None, window: int, start: float) -> None:
+        self.log = CsvLog(path)
+        self.window = window
+        self.start = start
+        self._recent: collections.deque[tuple[int, int]] = collections.deque()
+        self._counted = (0, 0)
+
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        return self.log.rows
+
+    def recent_success_rate(self, episodes: int, successes: int) -> float:
+        """Fold in the totals so far; the success rate of the latest ``window`` episodes (whole
+        reports: a report that straddles the window's edge counts in full)."""
+        new = (episodes - self._counted[0], successes - self._counted[1])
+        self._counted = (episodes, successes)
+        if new[0] > 0:
+            self._recent.append(new)
+        while len(self._recent) > 1 and sum(e for e, _ in self._recent) - self._recent[0][0] >= self.window:
+            self._recent.popleft()
+        seen = sum(e for e, _ in self._recent)
+        return sum(s for _, s in self._recent) / seen if seen else 0.0
+
+    def append(
+        self,
+        env_steps: int,
+        episodes: int,
+        successes: int,
+        updates: int,
+        version: int,
+        learner_metrics: dict[str, float],
+        **extra: float,
+    ) -> dict[str, float]:
+        row = {
+            "seconds": round(time.perf_counter() - self.start, 2),
+            "env_steps": env_steps,
+            "updates": updates,
+            "weights_version": version,
+            "episodes": episodes,
+            "success_rate": self.recent_success_rate(episodes, successes),
+            **extra,
+            **{k: round(v, 5) for k, v in learner_metrics.items()},
+        }
+        self.log.append(row)
+        return row
+
+    def close(self) -> None:
+        self.log.close()
+
+
+class JsonLines:
+    """Records appended to a JSON-lines file (the run directory's audit trail)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, kind: str, fields: Mapping[str, str | int | float]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **fields}) + "\n")
+
+
+def validate(config: TrainConfig, blob: bytes, tier: str, generation: int, version: int) -> ValidationResult:
+    """The curriculum's validation: the deterministic policy in ``blob`` (weights ``version``) on
+    ``tier`` for ``curriculum.validation_episodes`` episodes; serial runs call it in process,
+    distributed runs in an evaluation actor."""
+    result = evaluate(
+        blob,
+        config.cell,
+        get_tier(tier),
+        config.curriculum.validation_episodes,
+        seed=config.seed + 30_000 + version,
+        network=config.network,
+        action=config.action,
+    )
+    collisions = result.outcomes["collision"] / result.episodes
+    return ValidationResult(generation, result.episodes, result.success_rate, collisions, version)
+
+
 def train_serial(
     config: TrainConfig, run_dir: Path | None = None, on_progress: Callable[[dict[str, float]], None] | None = None
 ) -> TrainReport:
@@ -239,6 +341,13 @@ def train_serial(
     weights = InMemoryWeights()
     version = 0
     weights.publish(version, serialize(learner.policy_tensors(), version))
+
+    def publish() -> int:
+        nonlocal version
+        version += 1
+        weights.publish(version, serialize(learner.policy_tensors(), version))
+        return version
+
     table = ReplayTable(grasp_signature(observation_spec(config.cell)), config.replay, seed=config.seed)
     actors = [
         SimActor(
@@ -258,13 +367,34 @@ def train_serial(
     ]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    progress = CsvLog(None if run_dir is None else run_dir / "metrics.csv")
+    progress = Progress(None if run_dir is None else run_dir / "metrics.csv", config.success_window, start)
     evaluations = CsvLog(None if run_dir is None else run_dir / "evaluations.csv")
     pending_updates = 0.0
     last: dict[str, float] = {}
 
     def env_steps() -> int:
         return sum(a.stats.env_steps for a in actors)
+
+    def now() -> dict[str, float]:
+        return {"seconds": time.perf_counter() - start, "env_steps": env_steps(), "updates": learner.updates}
+
+    def switch_tier(tier: str, generation: int, _: Mapping[str, Any]) -> None:
+        for actor in actors:
+            actor.set_tier(tier, generation)
+
+    curriculum = None
+    if config.curriculum.enabled:
+        curriculum = RunCurriculum(
+            config.curriculum,
+            config.tier,
+            learner,
+            weights,
+            publish,
+            set_tier=switch_tier,
+            audit=None if run_dir is None else JsonLines(run_dir / "curriculum_events.jsonl").append,
+            run_dir=run_dir,
+        )
+        curriculum.start(None, now())
 
     def finished() -> bool:
         return (
@@ -281,6 +411,8 @@ def train_serial(
         while not finished():
             for actor in actors:
                 actor.step()
+            if curriculum is not None:
+                curriculum.record_outcomes([o for a in actors for o in a.take_outcomes()], now())
             if table.size < config.min_replay:
                 continue
             pending_updates += config.updates_per_step * len(actors)
@@ -290,16 +422,28 @@ def train_serial(
                 batch = batch_from_columns(sample.columns, learner.device, sample.weights)
                 last = learner.update(batch, demonstrations.sample())
                 if learner.updates % config.publish_every == 0:
-                    version += 1
-                    weights.publish(version, serialize(learner.policy_tensors(), version))
-                    progress.append(_progress(actors, learner.updates, version, start, last))
+                    publish()
+                    row = progress.append(
+                        env_steps(),
+                        sum(a.stats.episodes for a in actors),
+                        sum(a.stats.outcomes["success"] for a in actors),
+                        learner.updates,
+                        version,
+                        last,
+                        actor_weights_version=min(a.policy.version for a in actors),
+                    )
                     if on_progress is not None:
-                        on_progress(progress.rows[-1])
+                        on_progress(row)
                 if config.evaluate_every and learner.updates % config.evaluate_every == 0:
                     blob = serialize(learner.policy_tensors(), version)
                     evaluations.append(evaluation_row(config, blob, start, env_steps(), learner.updates, version))
                     if on_progress is not None:
                         on_progress({f"eval_{k}": v for k, v in evaluations.rows[-1].items()})
+                if curriculum is not None and curriculum.validation_due(learner.updates):
+                    curriculum.validation_requested(learner.updates)
+                    blob = weights.versions[version]
+                    result = validate(config, blob, curriculum.tier, curriculum.generation, version)
+                    curriculum.record_validation(result, now())
     finally:
         # also on Ctrl-C: what was learned so far is written out
         for actor in actors:
@@ -309,6 +453,7 @@ def train_serial(
         if run_dir is not None:
             (run_dir / "policy.safetensors").write_bytes(serialize(learner.policy_tensors(), version))
             plot_training_curves(run_dir, f"graspfleet train --serial: {config.tier}")
+            plot_tier_history(run_dir, "graspfleet train --serial: curriculum")
     return TrainReport(
         env_steps=env_steps(),
         updates=learner.updates,
@@ -320,19 +465,3 @@ def train_serial(
         demonstration_steps=demonstrations.steps,
         evaluations=evaluations.rows,
     )
-
-
-def _progress(
-    actors: list[SimActor], updates: int, version: int, start: float, last: dict[str, float]
-) -> dict[str, float]:
-    episodes = sum(a.stats.episodes for a in actors)
-    return {
-        "seconds": round(time.perf_counter() - start, 2),
-        "env_steps": sum(a.stats.env_steps for a in actors),
-        "updates": updates,
-        "weights_version": version,
-        "episodes": episodes,
-        "success_rate": sum(a.stats.outcomes["success"] for a in actors) / episodes if episodes else 0.0,
-        "actor_weights_version": min(a.policy.version for a in actors),
-        **{k: round(v, 5) for k, v in last.items()},
-    }

@@ -82,6 +82,12 @@ class SACConfig:
     """… and it decays linearly to zero over this many updates (the seed: ~10k steps)."""
     demo_fraction: float = 0.5
     """Share of each batch drawn from the demonstrations while any are loaded (RLPD's symmetric half)."""
+    policy_averaging: float = 0.01
+    """Polyak rate of the acting policy: actors, evaluations and published weights use an
+    exponential moving average of the encoder and policy weights over ~1/rate updates, not the
+    last SGD iterate. On T0 the iterate's success swung between ~10 % and ~90 % from one
+    evaluation to the next (a near-deterministic task makes every episode fail the same way);
+    1.0 acts with the raw iterate."""
     max_grad_norm: float = 100.0
     """Global clip of each network's gradient norm (a backstop, not the per-channel control)."""
 
@@ -104,5 +110,6 @@ class SACConfig:
         require(self.lr_cooldown >= 1, "sac.lr_cooldown: must be >= 1")
         require(self.bc_weight >= 0, "sac.bc_weight: must be >= 0")
         require(self.bc_updates >= 0, "sac.bc_updates: must be >= 0")
+        require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")

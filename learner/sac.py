@@ -9,6 +9,9 @@
 - per-channel gradient control (:class:`ChannelLearningRates`): the gradient norms of the
   position head and the force head are tracked every update, and a head whose averaged norm
   exceeds its threshold has its learning rate reduced, so both channels converge together;
+- the curriculum's KL(π_θ ‖ π_θ,prev-tier) towards a frozen snapshot of the policy taken at the
+  last promotion (:meth:`SACLearner.set_kl_reference`), scaled like the BC term, and a learning-rate
+  scale the curriculum sets (:meth:`SACLearner.set_lr_scale`);
 - an optional batch of demonstrations (the scripted expert's episodes) joins every update for
   the warm start, with a behaviour-cloning term whose weight decays to zero (seed section 3's
   hand-off: BC weight 0.1 for the first ~10k updates).
@@ -172,6 +175,8 @@ class SACLearner:
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
         self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+        self.acting_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.acting_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(self.config.initial_alpha), device=self.device, requires_grad=True)
         self.target_entropy = (
             -float(ACTION_DIM) if self.config.target_entropy is None else float(self.config.target_entropy)
@@ -198,6 +203,11 @@ class SACLearner:
             *self.target_q1.parameters(),
             *self.target_q2.parameters(),
         ]
+        self._trained: list[torch.Tensor] = [*self.encoder.parameters(), *self.policy.parameters()]
+        self._acting: list[torch.Tensor] = [*self.acting_encoder.parameters(), *self.acting_policy.parameters()]
+        self.lr_scale = 1.0
+        self.kl_weight = 0.0
+        self.kl_reference: tuple[ObservationEncoder, SE3Policy] | None = None
         self.updates = 0
 
     @property
@@ -210,6 +220,46 @@ class SACLearner:
 
     def learning_rates(self) -> dict[str, float]:
         return {g["name"]: float(g["lr"]) for g in self.actor_optimizer.param_groups}
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Scale the critic's and the actor's learning rates (the curriculum halves them on
+        promotion and cuts them on rollback); a channel reduced by its gradient control keeps
+        its reduction relative to the new base."""
+        cfg = self.config
+        self.lr_scale = scale
+        for group in self.critic_optimizer.param_groups:
+            group["lr"] = cfg.critic_lr * scale
+        for group in self.actor_optimizer.param_groups:
+            name = group["name"]
+            if name in self.channels.base_lr:
+                reduction = group["lr"] / self.channels.base_lr[name]
+                self.channels.base_lr[name] = cfg.actor_lr * scale
+                group["lr"] = max(cfg.actor_lr * scale * reduction, min(cfg.min_lr, cfg.actor_lr * scale))
+            else:
+                group["lr"] = cfg.actor_lr * scale
+
+    def set_kl_reference(self, tensors: Mapping[str, torch.Tensor] | None, weight: float) -> None:
+        """Regularize the actor with ``weight`` × KL(π_θ ‖ π_ref) towards the policy in
+        ``tensors`` (a :meth:`policy_tensors` snapshot, frozen); None removes the term."""
+        self.kl_weight = weight if tensors is not None else 0.0
+        if tensors is None:
+            self.kl_reference = None
+            return
+        encoder, policy = split_policy_tensors(tensors)
+        reference_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        reference_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        reference_encoder.load_state_dict(encoder)
+        reference_policy.load_state_dict(policy)
+        self.kl_reference = (reference_encoder, reference_policy)
+
+    def kl_reference_tensors(self) -> dict[str, torch.Tensor] | None:
+        """The frozen KL reference as :meth:`policy_tensors` would give it (None without one)."""
+        if self.kl_reference is None:
+            return None
+        encoder, policy = self.kl_reference
+        tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+        tensors.update({f"policy.{k}": v for k, v in policy.state_dict().items()})
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
     def bc_weight(self) -> float:
         """The behaviour-cloning weight now: ``bc_weight`` decaying linearly to 0 over ``bc_updates``."""
@@ -256,6 +306,16 @@ class SACLearner:
             imitated = torch.tanh(out.mean[-demos:])
             bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
             actor_loss = actor_loss + bc_weight * q_pi.detach().abs().mean() * bc_loss
+        kl = torch.zeros((), device=self.device)
+        if self.kl_reference is not None and self.kl_weight > 0:
+            # KL of the pre-squash Gaussians (tanh is a bijection, so it is the squashed policies' KL)
+            with torch.no_grad():
+                reference_encoder, reference_policy = self.kl_reference
+                reference = reference_policy(reference_encoder(batch.obs), deterministic=True)
+            log_ratio = torch.log(reference.std) - torch.log(out.std)
+            spread = (out.std**2 + (out.mean - reference.mean) ** 2) / (2 * reference.std**2)
+            kl = (log_ratio + spread - 0.5).sum(1).mean()
+            actor_loss = actor_loss + self.kl_weight * q_pi.detach().abs().mean() * kl
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         norms = self.channels.observe()
@@ -272,6 +332,7 @@ class SACLearner:
 
         with torch.no_grad():
             torch._foreach_lerp_(self._targets, self._online, cfg.tau)
+            torch._foreach_lerp_(self._acting, self._trained, cfg.policy_averaging)
         self.updates += 1
         lrs = self.learning_rates()
         return {
@@ -283,6 +344,7 @@ class SACLearner:
             "entropy": float(-out.log_prob.detach().mean()),
             "bc_loss": float(bc_loss.detach()),
             "bc_weight": bc_weight,
+            "kl": float(kl.detach()),
             "position_grad_norm": norms["position"],
             "force_grad_norm": norms["force"],
             "position_lr": lrs["position"],
@@ -290,18 +352,21 @@ class SACLearner:
         }
 
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
-        """Actions ``(B, 8)`` for a batch of observations (no gradient)."""
+        """Actions ``(B, 8)`` of the acting (averaged) policy for a batch of observations."""
         with torch.no_grad():
-            return self.policy(self.encoder(obs), deterministic=deterministic).action
+            return self.acting_policy(self.acting_encoder(obs), deterministic=deterministic).action
 
     def policy_tensors(self) -> dict[str, torch.Tensor]:
-        """What actors need to act: the encoder's and the policy's parameters and buffers."""
-        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-        tensors.update({f"policy.{k}": v for k, v in self.policy.state_dict().items()})
+        """What actors need to act: the acting encoder's and policy's parameters and buffers."""
+        tensors = {f"encoder.{k}": v for k, v in self.acting_encoder.state_dict().items()}
+        tensors.update({f"policy.{k}": v for k, v in self.acting_policy.state_dict().items()})
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
     def load_policy_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Load :meth:`policy_tensors` output (strict: every key must match)."""
+        """Load :meth:`policy_tensors` output (strict: every key must match) as both the trained
+        and the acting encoder and policy."""
         encoder, policy = split_policy_tensors(tensors)
-        self.encoder.load_state_dict(encoder)
-        self.policy.load_state_dict(policy)
+        for encoder_copy in (self.encoder, self.acting_encoder):
+            encoder_copy.load_state_dict(encoder)
+        for policy_copy in (self.policy, self.acting_policy):
+            policy_copy.load_state_dict(policy)

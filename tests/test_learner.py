@@ -131,7 +131,7 @@ def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate_and_recove
 def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_decays(
     columns: dict[str, np.ndarray],
 ) -> None:
-    learner = _learner(bc_weight=10.0, bc_updates=40)
+    learner = _learner(bc_weight=10.0, bc_updates=40, policy_averaging=1.0)
     batch = batch_from_columns(columns)
     demos = batch_from_columns({k: v[:32] for k, v in columns.items()})
     low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
@@ -142,7 +142,7 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
         return float((learner.act(demos.obs, deterministic=True) - expert).div(high - low).abs().mean())
 
     before = imitation_error(learner)
-    without = _learner(bc_weight=10.0, bc_updates=40)  # the same learner, never shown the expert
+    without = _learner(bc_weight=10.0, bc_updates=40, policy_averaging=1.0)  # the same learner, never shown the expert
     for _ in range(40):
         without.update(batch)
     first = learner.update(batch, demos)
@@ -152,6 +152,50 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
     assert weights[0] == pytest.approx(10.0) and weights[20] == pytest.approx(5.0) and weights[-1] > 0
     assert learner.update(batch, demos)["bc_weight"] == 0.0  # decayed: plain SAC from here on
     assert learner.update(batch)["bc_loss"] == 0.0
+
+
+def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(policy_averaging=0.25)
+    batch = batch_from_columns(columns)
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    learner.update(batch)
+    trained = learner.policy.state_dict()
+    published = learner.policy_tensors()
+    for key in ("trunk.0.weight", "force_head.bias"):
+        assert not torch.equal(trained[key], before[key])
+        torch.testing.assert_close(published[f"policy.{key}"], before[key] + 0.25 * (trained[key] - before[key]))
+    torch.testing.assert_close(published["policy.action_centre"], trained["action_centre"])
+    acting = learner.act(batch.obs, deterministic=True)
+    raw = learner.policy(learner.encoder(batch.obs), deterministic=True).action.detach()
+    assert not torch.allclose(acting, raw)
+
+
+def test_the_kl_term_pulls_the_policy_towards_the_frozen_reference(columns: dict[str, np.ndarray]) -> None:
+    batch = batch_from_columns(columns)
+    torch.manual_seed(1)
+    reference = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu").policy_tensors()
+    pulled, free = _learner(), _learner()
+    pulled.set_kl_reference(reference, 20.0)
+    free.set_kl_reference(reference, 1e-12)  # measured, but with no pull
+    first = pulled.update(batch)["kl"]
+    assert first > 0 and free.update(batch)["kl"] == pytest.approx(first)
+    for _ in range(30):
+        kl_pulled, kl_free = pulled.update(batch)["kl"], free.update(batch)["kl"]
+    assert kl_pulled < 0.5 * first and kl_pulled < 0.5 * kl_free
+    pulled.set_kl_reference(None, 20.0)
+    assert pulled.update(batch)["kl"] == 0.0 and pulled.kl_weight == 0.0
+
+
+def test_the_curriculum_scales_every_learning_rate_and_keeps_a_channel_reduction(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(force_grad_threshold=1e-9, lr_cooldown=1)
+    learner.update(batch_from_columns(columns))  # the force channel is halved once
+    assert learner.learning_rates() == {"trunk": 3e-4, "position": 3e-4, "force": 1.5e-4}
+    learner.set_lr_scale(0.5)
+    assert learner.learning_rates() == pytest.approx({"trunk": 1.5e-4, "position": 1.5e-4, "force": 7.5e-5})
+    assert learner.critic_optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-4)
+    assert learner.channels.base_lr == pytest.approx({"position": 1.5e-4, "force": 1.5e-4})
 
 
 def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str, np.ndarray]) -> None:
@@ -176,6 +220,10 @@ def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str
 
     batch = batch_from_columns(columns)
     original = _learner()
+    torch.manual_seed(7)
+    snapshot = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu").policy_tensors()
+    original.set_kl_reference(snapshot, 0.5)  # mid-curriculum: a KL reference and a scaled learning rate
+    original.set_lr_scale(0.5)
     for _ in range(3):
         original.update(batch)
     checkpoint.save(original, tmp_path / "ckpt", weights_version=5)
@@ -184,6 +232,8 @@ def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str
     assert checkpoint.restore(resumed, tmp_path / "ckpt") == 5
     assert resumed.updates == 3
     assert resumed.channels.state() == original.channels.state()
+    assert resumed.lr_scale == 0.5 and resumed.learning_rates() == original.learning_rates()
+    assert resumed.kl_weight == 0.5 and resumed.kl_reference_tensors().keys() == snapshot.keys()
     torch.manual_seed(123)
     expected = original.update(batch)
     torch.manual_seed(123)

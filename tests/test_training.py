@@ -7,8 +7,9 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from graspfleet.training import TrainConfig, train_serial
+from graspfleet.training import Progress, TrainConfig, train_serial
 from learner.weights import deserialize
 from replay.config import ShardConfig
 
@@ -132,3 +133,13 @@ def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -
     rows = list(csv.DictReader((tmp_path / "run" / "evaluations.csv").open()))
     assert len(rows) == len(report.evaluations)
     assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_progress_success_rate_covers_the_recent_episodes_not_the_whole_run() -> None:
+    progress = Progress(None, window=10, start=0.0)
+    assert progress.recent_success_rate(0, 0) == 0.0
+    assert progress.recent_success_rate(5, 5) == 1.0
+    assert progress.recent_success_rate(10, 5) == 0.5
+    assert progress.recent_success_rate(10, 5) == 0.5  # no new episodes: unchanged
+    assert progress.recent_success_rate(20, 5) == 0.0  # the first ten episodes left the window
+    assert progress.recent_success_rate(24, 9) == pytest.approx(4 / 14)  # a report never splits
