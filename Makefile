@@ -49,12 +49,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# redis-server (the control plane) and Prometheus (promtool checks the alert rules; the tests
+# scrape a real run), from Debian's packages, where they are missing
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-	  echo "redis-server is missing: installing it with apt-get"; \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt-get:$$missing"; \
 	  SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null \
-	    || { echo "could not install redis-server; install it and re-run make setup"; exit 1; }; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "could not install$$missing; install it and re-run make setup"; exit 1; }; \
 	fi
 
 run: setup
@@ -88,6 +93,7 @@ bench: setup
 	OMP_NUM_THREADS=1 $(BIN)/python bench/replay.py
 	$(BIN)/python bench/e2e.py --seconds 45 --warmup 25
 	$(BIN)/python bench/learn.py
+	$(BIN)/python bench/curriculum.py
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .mypy_cache .ruff_cache graspfleet/replay/v1/*_pb2*

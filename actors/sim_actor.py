@@ -13,6 +13,7 @@ learner's curriculum controller.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from learner.curriculum import EpisodeOutcome
 from learner.networks import ObservationEncoder, SE3Policy
 from learner.sac import OBSERVATION_KEYS
 from learner.weights import deserialize, split_policy_tensors
+
+RECENT_LIMIT = 10_000
+"""Episode outcomes and inference timings an actor keeps until its owner takes them."""
 
 
 class TrajectorySink(Protocol):
@@ -143,8 +147,9 @@ class SimActor:
         )
         self.num_cells = num_cells
         self.tiers = tiers
-        self.finished: list[EpisodeOutcome] = []
-        """Outcomes of the episodes finished since :meth:`take_outcomes` last emptied it."""
+        self.finished: collections.deque[EpisodeOutcome] = collections.deque(maxlen=RECENT_LIMIT)
+        """Outcomes of the episodes finished since :meth:`take_outcomes` last emptied it (the
+        latest ``RECENT_LIMIT`` when nobody takes them)."""
         self._episode_steps = np.zeros(num_cells, dtype=np.int64)
         self.policy = PolicyCopy(cell, network or NetworkConfig(), action or ActionConfig())
         self.exploration = exploration or ExplorationConfig()
@@ -154,6 +159,8 @@ class SimActor:
         self.weights = weights
         self.version_check_every = version_check_every
         self.announcements = announcements
+        self.inference_seconds: collections.deque[float] = collections.deque(maxlen=RECENT_LIMIT)
+        """Batched policy inference time of each recent step (the worker drains it into its metrics)."""
         self.adoptions: list[tuple[int, float]] = []
         """(version, unix time) of each weights load, for the weight-sync latency."""
         self.stats = ActorStats()
@@ -217,7 +224,8 @@ class SimActor:
 
     def take_outcomes(self) -> list[EpisodeOutcome]:
         """The episodes finished since the last call, oldest first."""
-        taken, self.finished = self.finished, []
+        taken = list(self.finished)
+        self.finished.clear()
         return taken
 
     def step(self) -> dict[str, Any]:
@@ -225,7 +233,9 @@ class SimActor:
         self.maybe_update_weights()
         # the seed's exploration: channel-matched noise on the policy's mean (a sample of the
         # squashed Gaussian on top of it kept wide twists: actors never succeeded)
+        started = time.perf_counter()
         actions, entropy = self.policy.act(self.obs, deterministic=True)
+        self.inference_seconds.append(time.perf_counter() - started)
         self.last_entropy = entropy
         # noise can push a proposal out of the action box: store and send what is inside it
         actions = np.clip(

@@ -7,17 +7,85 @@ bookkeeping is pickled; trajectories travel over gRPC and weights as safetensors
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from actors.sim_actor import SimActor
 from graspfleet.config import from_mapping
 from graspfleet.control_plane import ControlPlane
+from graspfleet.sim.batch import OUTCOMES
 from graspfleet.training import TrainConfig
+from learner.curriculum import EpisodeOutcome
 from replay.client import ReplayWriter
+
+
+class ActorMetrics:
+    """The actor's series through Ray's metrics API (each node's metrics agent exports them to
+    Prometheus with Ray's ``ray_`` prefix: ``ray_graspfleet_actor_env_steps_total`` …)."""
+
+    TAGS = ("actor", "tier")
+    SERIES: ClassVar[dict[str, tuple[str, str]]] = {
+        "graspfleet_actor_env_steps": ("counter", "Environment steps"),
+        "graspfleet_actor_episodes": ("counter", "Episodes finished"),
+        "graspfleet_actor_episode_outcomes": ("counter", "Episodes by outcome (tag outcome)"),
+        "graspfleet_actor_success_rate": ("gauge", "Success over the actor's recent episodes"),
+        "graspfleet_actor_holds": ("counter", "Steps the safety layer held (safe-action cache)"),
+        "graspfleet_actor_out_of_bounds_proposals": ("counter", "Policy proposals outside a bound of the pipeline"),
+        "graspfleet_actor_weights_version_lag": ("gauge", "Latest published weights version minus the one loaded"),
+        "graspfleet_actor_inference_seconds": ("histogram", "Batched policy inference per step"),
+    }
+    """Name → (Prometheus type, description); every series is tagged actor and tier, outcomes also outcome."""
+
+    def __init__(self, actor_id: str, window: int) -> None:
+        from ray.util import metrics
+
+        def make(name: str) -> Any:
+            kind, description = self.SERIES[name]
+            tags = (*self.TAGS, "outcome") if name == "graspfleet_actor_episode_outcomes" else self.TAGS
+            if kind == "counter":
+                return metrics.Counter(name, description, tags)
+            if kind == "gauge":
+                return metrics.Gauge(name, description, tags)
+            return metrics.Histogram(name, description, [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5], tags)
+
+        self.env_steps = make("graspfleet_actor_env_steps")
+        self.episodes = make("graspfleet_actor_episodes")
+        self.outcomes = make("graspfleet_actor_episode_outcomes")
+        self.success_rate = make("graspfleet_actor_success_rate")
+        self.holds = make("graspfleet_actor_holds")
+        self.out_of_bounds = make("graspfleet_actor_out_of_bounds_proposals")
+        self.version_lag = make("graspfleet_actor_weights_version_lag")
+        self.inference = make("graspfleet_actor_inference_seconds")
+        self.actor_id = actor_id
+        self.recent: collections.deque[bool] = collections.deque(maxlen=window)
+
+    def report(
+        self, tier: str, env_steps: int, holds: int, out_of_bounds: int, lag: int, inference: list[float],
+        outcomes: list[EpisodeOutcome],
+    ) -> None:  # fmt: skip
+        tags = {"actor": self.actor_id, "tier": tier}
+        if env_steps:
+            self.env_steps.inc(env_steps, tags)
+        if holds:
+            self.holds.inc(holds, tags)
+        if out_of_bounds:
+            self.out_of_bounds.inc(out_of_bounds, tags)
+        self.version_lag.set(lag, tags)
+        for seconds in inference:
+            self.inference.observe(seconds, tags)
+        for outcome in outcomes:
+            tags = {"actor": self.actor_id, "tier": outcome.tier}
+            self.episodes.inc(1, tags)
+            self.recent.append(outcome.success)
+            for name in OUTCOMES:
+                if getattr(outcome, name):
+                    self.outcomes.inc(1, {**tags, "outcome": name})
+        if self.recent:
+            self.success_rate.set(sum(self.recent) / len(self.recent), {"actor": self.actor_id, "tier": tier})
 
 
 class ActorWorker:
@@ -45,24 +113,36 @@ class ActorWorker:
             announcements=self.plane.weight_notifications(),
             tiers=self.plane if train.curriculum.enabled else None,
         )
+        self.metrics = ActorMetrics(actor_id, train.success_window)
 
     def run(self, steps: int) -> dict[str, Any]:
         """Step the cells ``steps`` times; returns this call's counts, the weights version in use,
         the (version, unix time) of each weights load since the last call, and the outcome of each
         episode finished (``EpisodeOutcome`` fields, as plain tuples)."""
-        before = self.actor.stats
-        env, episodes, successes = before.env_steps, before.episodes, before.outcomes["success"]
+        stats = self.actor.stats
+        env, episodes, successes = stats.env_steps, stats.episodes, stats.outcomes["success"]
+        holds, out_of_bounds = stats.holds, stats.out_of_bounds_proposed
         self.actor.adoptions.clear()
         for _ in range(steps):
             self.actor.step()
-        stats = self.actor.stats
+        outcomes = self.actor.take_outcomes()
+        self.metrics.report(
+            self.actor.tier.name,
+            stats.env_steps - env,
+            stats.holds - holds,
+            stats.out_of_bounds_proposed - out_of_bounds,
+            max(0, self.plane.latest_version() - self.actor.policy.version),
+            list(self.actor.inference_seconds),
+            outcomes,
+        )
+        self.actor.inference_seconds.clear()
         return {
             "env_steps": stats.env_steps - env,
             "episodes": stats.episodes - episodes,
             "successes": stats.outcomes["success"] - successes,
             "weights_version": self.actor.policy.version,
             "adoptions": self.actor.adoptions[:],
-            "outcomes": [dataclasses.astuple(o) for o in self.actor.take_outcomes()],
+            "outcomes": [dataclasses.astuple(o) for o in outcomes],
             "pid": os.getpid(),
         }
 

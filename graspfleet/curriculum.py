@@ -54,6 +54,12 @@ class CurriculumMetrics:
         self.tier = Gauge(
             "graspfleet_curriculum_tier", "The current tier: its index in T0, T1, …, T4", registry=registry
         )
+        self.tier_info = Gauge(
+            "graspfleet_curriculum_current_tier",
+            "1 for the current tier, 0 for the others",
+            ["tier"],
+            registry=registry,
+        )
         self.generation = Gauge(
             "graspfleet_curriculum_generation", "Tier changes so far (the current generation)", registry=registry
         )
@@ -106,6 +112,8 @@ class CurriculumMetrics:
 
     def show(self, controller: CurriculumController, kl_weight: float) -> None:
         self.tier.set(TIER_ORDER.index(controller.tier))
+        for tier in self.tiers:
+            self.tier_info.labels(tier=tier).set(float(tier == controller.tier))
         self.generation.set(controller.generation)
         self.gate_episodes.set(len(controller.window))
         self.gate_window.set(controller.config.gate_episodes)

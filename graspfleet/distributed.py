@@ -13,8 +13,10 @@
   ``checkpoint_every`` updates it checkpoints its full state to ``run_dir/learner``, and a run
   started on the same directory resumes from it, numbering versions on from the last.
 
-Learner metrics (``graspfleet_learner_*``) are served on ``metrics_port``; each shard serves
-its own ``graspfleet_replay_*``.
+Learner metrics (``graspfleet_learner_*``, ``graspfleet_curriculum_*``, episodes by tier and
+outcome) are served on ``metrics_port`` (a free one by default); each shard serves its own
+``graspfleet_replay_*``. The endpoints are listed for Prometheus in
+``<run_dir>/../prometheus-targets/<run>.json`` while the run lives.
 """
 
 from __future__ import annotations
@@ -94,8 +96,17 @@ class LearnerMetrics:
         self.updates = Counter("graspfleet_learner_updates", "Learner updates", registry=r)
         self.version = Gauge("graspfleet_learner_weights_version", "Latest published weights version", registry=r)
         self.env_steps = Counter("graspfleet_env_steps", "Environment steps reported by actors", registry=r)
-        self.episodes = Counter(
-            "graspfleet_episodes", "Training episodes finished, by tier and outcome", ["tier", "outcome"], registry=r
+        self.episodes = Counter("graspfleet_episodes", "Training episodes finished, by tier", ["tier"], registry=r)
+        self.outcomes = Counter(
+            "graspfleet_episode_outcomes",
+            "Training episodes by tier and outcome (success, collision, slip, force_overshoot)",
+            ["tier", "outcome"],
+            registry=r,
+        )
+        self.version_lag = Gauge(
+            "graspfleet_weights_version_lag",
+            "Published weights version minus the oldest version an actor reported running",
+            registry=r,
         )
         self.sample_wait = Counter("graspfleet_learner_sample_wait_seconds", "Time waiting for batches", registry=r)
         self.losses = Gauge("graspfleet_learner_loss", "Learner losses", ["name"], registry=r)
@@ -117,6 +128,31 @@ class DistributedRun:
     shards: list[ShardProcess]
     actors: list[Any]
     metrics_port: int | None
+
+
+PROMETHEUS_TARGETS = "prometheus-targets"
+"""Directory beside the run directories where each run lists its /metrics endpoints
+(Prometheus ``file_sd`` format; ``deploy/prometheus/prometheus.yml`` watches it)."""
+
+
+def prometheus_targets(
+    run_dir: Path, run: str, learner_port: int, shard_ports: list[int], ray_endpoints: list[str]
+) -> Path:
+    """Write ``<run_dir>/../prometheus-targets/<run>.json``: the learner's, every shard's and every
+    Ray node's metrics endpoint (the actors' ``ray_graspfleet_actor_*`` series), labelled with the
+    run and the component. Returns the file's path."""
+    directory = run_dir.resolve().parent / PROMETHEUS_TARGETS
+    directory.mkdir(parents=True, exist_ok=True)
+    groups = [
+        {"targets": [f"127.0.0.1:{learner_port}"], "labels": {"run": run, "component": "learner"}},
+        {"targets": [f"127.0.0.1:{p}" for p in shard_ports], "labels": {"run": run, "component": "replay"}},
+        {"targets": ray_endpoints, "labels": {"run": run, "component": "ray"}},
+    ]
+    path = directory / f"{run}.json"
+    staging = path.with_suffix(".json.writing")
+    staging.write_text(json.dumps(groups, indent=1))
+    staging.rename(path)  # Prometheus never reads half a file
+    return path
 
 
 def train_distributed(
@@ -141,11 +177,13 @@ def train_distributed(
         plane = ControlPlane(redis_url, run_dir.name.replace(":", "-") or "run")
         # where `graspfleet status --run-dir` finds this run's control plane
         (run_dir / "control_plane.json").write_text(json.dumps({"redis_url": redis_url, "run": plane.run}))
-        if metrics_port is not None:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        metrics_port = metrics_port or free_port()
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
         signature = grasp_signature(observation_spec(config.cell))
         shard_processes = []
+        shard_metrics_ports = []
         for _ in range(shards):
+            shard_metrics_ports.append(free_port())
             shard = ShardProcess(
                 free_port(),
                 signature,
@@ -162,7 +200,7 @@ def train_distributed(
                     "--error-buffer",
                     str(RATE_LIMIT_SLACK_UPDATES * config.batch_size / shards),
                     "--metrics-port",
-                    str(free_port()),
+                    str(shard_metrics_ports[-1]),
                 ],
             )
             stack.callback(shard.stop)
@@ -219,11 +257,19 @@ def train_distributed(
             curriculum.start(saved, now())
         else:
             curriculum_metrics.tier.set(TIER_ORDER.index(config.tier))
+            curriculum_metrics.tier_info.labels(tier=config.tier).set(1)
         if resumed >= 0:
             plane.append_event("learner_resumed", {"updates": learner.updates, "weights_version": version})
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
             stack.callback(ray.shutdown)
+        ray_endpoints = [
+            f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+            for node in ray.nodes()
+            if node.get("Alive") and node.get("MetricsExportPort")
+        ]
+        targets = prometheus_targets(run_dir, plane.run, metrics_port, shard_metrics_ports, ray_endpoints)
+        stack.callback(targets.unlink, missing_ok=True)  # a finished run is no longer scraped
         remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(ActorWorker)
         plain = to_mapping(config)
         actors: list[Any] = [
@@ -244,6 +290,7 @@ def train_distributed(
         # two calls queued per actor, so an actor never idles while the driver is busy updating
         pending = {actor.run.remote(steps_per_call): actor for actor in actors for _ in range(2)}
         adopted: set[int] = set()
+        running: dict[int, int] = {}
         pids: dict[int, int] = {}
         last: dict[str, float] = {}
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
@@ -268,12 +315,15 @@ def train_distributed(
                     successes += report["successes"]
                     outcomes = [EpisodeOutcome(*fields) for fields in report["outcomes"]]
                     for outcome in outcomes:
+                        metrics.episodes.labels(tier=outcome.tier).inc()
                         for name in OUTCOMES:
                             if getattr(outcome, name):
-                                metrics.episodes.labels(tier=outcome.tier, outcome=name).inc()
+                                metrics.outcomes.labels(tier=outcome.tier, outcome=name).inc()
                     if curriculum is not None:
                         curriculum.record_outcomes(outcomes, now())
                     adopted.add(report["weights_version"])
+                    running[index] = report["weights_version"]
+                    metrics.version_lag.set(version - min(running.values()))
                     for adopted_version, at in report["adoptions"]:
                         for latency in sync.adopted(index, adopted_version, at):
                             metrics.weight_sync.observe(latency)

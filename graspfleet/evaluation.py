@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +10,10 @@ import numpy as np
 from actors.sim_actor import PolicyCopy
 from graspfleet.actions.cartesian import CartesianBackend
 from graspfleet.actions.config import ActionConfig
+from graspfleet.confidence import wilson_interval
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
 from learner.config import NetworkConfig
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95 % by default)."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclasses.dataclass

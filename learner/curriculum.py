@@ -24,7 +24,9 @@ included). A validation rolls back to the previous tier when its success rate is
 ``rollback_success_drop`` (10 %) below the reference's, relatively — ``success < reference ×
 (1 − 0.10)`` — or when its collision rate is more than ``rollback_collision_rise`` (20 %) above the
 reference's, relatively, and by at least ``collision_rise_floor`` in absolute terms (so a reference
-of 0 collisions is not undone by one unlucky episode). The learning-rate scale is cut by
+of 0 collisions is not undone by one unlucky episode). Both must hold beyond sampling noise: with
+``rollback_confidence`` (95 %) the validation's whole Wilson interval must lie past the threshold,
+so a 50-episode validation does not roll back on chance alone. The learning-rate scale is cut by
 ``rollback_lr_factor``. The first tier has nowhere to roll back to: a regression there is
 reported as such and changes nothing else.
 """
@@ -37,6 +39,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from graspfleet.confidence import wilson_interval
 from graspfleet.config import require
 from graspfleet.sim.tiers import TIER_ORDER
 
@@ -63,6 +66,10 @@ class CurriculumConfig:
     """Relative rise of the validation collision rate above the reference that rolls back (seed: 20 %)."""
     collision_rise_floor: float = 0.02
     """… and the smallest absolute rise that counts (2 episodes in 100)."""
+    rollback_confidence: float = 0.95
+    """A drop or rise must hold beyond sampling noise: the validation's Wilson interval at this
+    confidence must lie wholly past the threshold (0: compare the measured rates alone). With 50
+    episodes at 50 % success, noise alone moves a validation by ±14 %, relatively."""
     rollback_lr_factor: float = 0.5
     """Learning-rate scale multiplier on each rollback ("cut the learning rate further")."""
     min_lr_scale: float = 1 / 64
@@ -87,6 +94,7 @@ class CurriculumConfig:
         require(0 < self.rollback_success_drop < 1, "curriculum.rollback_success_drop: must be in (0, 1)")
         require(self.rollback_collision_rise > 0, "curriculum.rollback_collision_rise: must be > 0")
         require(0 <= self.collision_rise_floor <= 1, "curriculum.collision_rise_floor: must be in [0, 1]")
+        require(0 <= self.rollback_confidence < 1, "curriculum.rollback_confidence: must be in [0, 1)")
         require(self.validate_every >= 1, "curriculum.validate_every: must be >= 1")
         require(self.validation_episodes >= 1, "curriculum.validation_episodes: must be >= 1")
         require(self.kl_weight >= 0, "curriculum.kl_weight: must be >= 0")
@@ -196,8 +204,13 @@ class CurriculumController:
             self.reference = result
             return None
         cfg = self.config
-        dropped = result.success_rate < reference.success_rate * (1 - cfg.rollback_success_drop)
-        rise = result.collision_rate - reference.collision_rate
+        success_high, collision_low = result.success_rate, result.collision_rate
+        if cfg.rollback_confidence > 0:
+            n = result.episodes
+            success_high = wilson_interval(result.success_rate * n, n, cfg.rollback_confidence)[1]
+            collision_low = wilson_interval(result.collision_rate * n, n, cfg.rollback_confidence)[0]
+        dropped = success_high < reference.success_rate * (1 - cfg.rollback_success_drop)
+        rise = collision_low - reference.collision_rate
         collided = rise > cfg.rollback_collision_rise * reference.collision_rate and rise >= cfg.collision_rise_floor
         if not (dropped or collided):
             return None

@@ -127,7 +127,7 @@ def test_scripted_outcomes_promote_and_roll_back_and_stream_metrics_and_status_a
     assert curriculum.record_outcomes([EpisodeOutcome(0, True, "T0")] * 20, {"updates": 41}) == []
 
     # validations on T1: a reference, then a drop of more than 10 % rolls back to T0
-    assert curriculum.record_validation(ValidationResult(1, 50, 0.6, 0.1, version), {"updates": 60}) is None
+    assert curriculum.record_validation(ValidationResult(1, 50, 0.9, 0.1, version), {"updates": 60}) is None
     event = curriculum.record_validation(ValidationResult(1, 50, 0.5, 0.1, version), {"updates": 80})
     assert event is not None and event.kind == "rollback"
     assert curriculum.tier == "T0" and learner.lr_scale == 0.25 and learner.kl_reference is None
@@ -151,7 +151,7 @@ def test_scripted_outcomes_promote_and_roll_back_and_stream_metrics_and_status_a
     assert float(promotion["gate_success_rate"]) == 0.8 and promotion["gate_episodes"] == "10"
     assert int(promotion["weights_version_after"]) == int(promotion["weights_version_before"]) + 1
     assert (rollback["from_tier"], rollback["to_tier"]) == ("T1", "T0")
-    assert float(rollback["validation_success_rate"]) == 0.5 and float(rollback["reference_success_rate"]) == 0.6
+    assert float(rollback["validation_success_rate"]) == 0.5 and float(rollback["reference_success_rate"]) == 0.9
     assert (float(rollback["lr_scale_before"]), float(rollback["lr_scale_after"])) == (0.5, 0.25)
 
     # the metrics

@@ -50,7 +50,7 @@ def test_config_refuses_nonsense() -> None:
 
 
 def test_wilson_interval() -> None:
-    from graspfleet.evaluation import wilson_interval
+    from graspfleet.confidence import wilson_interval
 
     low, high = wilson_interval(90, 100)
     assert 0.82 < low < 0.84 and 0.94 < high < 0.96  # the textbook 95 % interval of 90/100
