@@ -46,3 +46,25 @@ def small_train_config(**overrides: object) -> TrainConfig:
         "replay": ShardConfig(capacity=20_000, min_size_to_sample=1),
     }
     return TrainConfig(**{**defaults, **overrides})  # type: ignore[arg-type]
+
+
+SMALL_RUN = {
+    "device": "cpu",
+    "cells": 2,
+    "actors": 1,
+    "env_steps": 10_000_000,
+    "min_replay": 40,
+    "batch_size": 16,
+    "chunk_length": 8,
+    "publish_every": 5,
+    "version_check_every": 5,
+    "checkpoint_every": 10,
+    "demonstrations": 2,
+    "replay.capacity": 20_000,
+}
+"""``--set`` overrides for a small `graspfleet train` run started from a test (until stopped)."""
+
+
+def small_run_arguments(**changes: object) -> list[str]:
+    """``--set key=value`` arguments for :data:`SMALL_RUN` with ``changes``."""
+    return [arg for key, value in {**SMALL_RUN, **changes}.items() for arg in ("--set", f"{key}={value}")]

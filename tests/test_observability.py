@@ -26,6 +26,8 @@ from graspfleet.ports import free_port
 from graspfleet.sim.tiers import TIER_ORDER
 from replay.metrics import ShardMetrics
 
+from .conftest import small_run_arguments
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "graspfleet.json"
@@ -165,21 +167,8 @@ def test_a_real_prometheus_scrapes_a_local_training_run(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    overrides = [
-        "device=cpu",
-        "cells=2",
-        "actors=2",
-        "env_steps=10000000",
-        "min_replay=40",
-        "batch_size=16",
-        "chunk_length=8",
-        "publish_every=5",
-        "version_check_every=5",
-        "demonstrations=2",
-        "replay.capacity=20000",
-    ]
     command = [str(Path(sys.executable).with_name("graspfleet")), "train", "--run-dir", str(run_dir), "--shards", "2"]
-    command += [arg for override in overrides for arg in ("--set", override)]
+    command += small_run_arguments(actors=2)
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(server, port)
