@@ -270,7 +270,8 @@ def train_distributed(
         ]
         targets = prometheus_targets(run_dir, plane.run, metrics_port, shard_metrics_ports, ray_endpoints)
         stack.callback(targets.unlink, missing_ok=True)  # a finished run is no longer scraped
-        remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(ActorWorker)
+        resources: dict[str, float] = {config.actor_resource: 1.0} if config.actor_resource else {}
+        remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, resources=resources)(ActorWorker)
         plain = to_mapping(config)
         actors: list[Any] = [
             remote.remote(f"actor-{k}", plain, redis_url, plane.run, addresses, config.seed + k)

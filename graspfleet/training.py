@@ -51,6 +51,10 @@ class TrainConfig:
     cells: int = 8
     """Grasp cells per actor."""
     actors: int = 1
+    actor_resource: str = ""
+    """Custom Ray resource each actor requests one unit of (``sim_slot`` on the clusters of
+    ``deploy/``, whose simulation workers declare it, so actor demand scales the workers); empty:
+    actors request nothing and share the machine with the learner."""
     env_steps: int = 200_000
     """Budget of environment steps (all cells of all actors)."""
     time_budget: float | None = None

@@ -17,7 +17,7 @@ from scipy import stats
 from graspfleet.ports import free_port
 from graspfleet.replay.v1 import replay_pb2 as pb
 from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
-from replay.client import InvalidTrajectory, ReplaySampler, ReplayUnavailable, ReplayWriter, channel
+from replay.client import HashRing, InvalidTrajectory, ReplaySampler, ReplayUnavailable, ReplayWriter, channel
 from replay.config import ShardConfig
 from replay.process import ShardProcess
 from replay.server import SERVICE_NAME, ShardThread
@@ -315,10 +315,16 @@ def test_health_reflection_and_writers_spread_over_shards() -> None:
             names = {s.name for s in next(iter(responses)).list_services_response.service}
             assert SERVICE_NAME in names
         addresses = [s.address for s in shards]
-        for k in range(12):
-            with ReplayWriter(addresses, f"actor-{k}", chunk_length=4) as writer:
+        ring = HashRing(addresses)
+        # writers whose names hash to every shard (which ones depends on the shards' ports)
+        names = [f"actor-{k}" for k in range(200)]
+        chosen = [next(n for n in names if ring.shard_for(n) == a) for a in addresses]
+        chosen += [n for n in names if n not in chosen][: 12 - len(chosen)]
+        for k, name in enumerate(chosen):
+            with ReplayWriter(addresses, name, chunk_length=4) as writer:
                 _write_episode(writer, 0, 3, episode=k)
         sizes = [_info(a).size for a in addresses]
+        assert sizes == [4 * sum(ring.shard_for(n) == a for n in chosen) for a in addresses]  # where hashed
         assert sum(sizes) == 48 and all(s > 0 for s in sizes)
         with ReplaySampler(addresses, batch_size=8) as sampler:
             shards_seen = {sampler.sample().shard for _ in range(30)}
