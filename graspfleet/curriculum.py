@@ -43,6 +43,10 @@ CURRICULUM_STREAM = "curriculum:events"
 
 
 class VersionStore(Protocol):
+    """Published weights by version (the control plane, or the serial run's in-memory store)."""
+
+    def latest_version(self) -> int: ...
+
     def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
 
 
@@ -215,7 +219,7 @@ class RunCurriculum:
         return event
 
     def _apply(self, event: CurriculumEvent, at: Mapping[str, float]) -> None:
-        before = self._latest_version()
+        before = self.weights.latest_version()
         after = before
         if event.kind in ("promotion", "rollback"):
             if event.kind == "promotion":
@@ -267,10 +271,6 @@ class RunCurriculum:
             else:
                 self.metrics.regressions.inc()
         self._history(event.kind, at)
-
-    def _latest_version(self) -> int:
-        fetched = self.weights.fetch_weights(None)
-        return -1 if fetched is None else fetched[0]
 
     def _load_reference(self) -> None:
         """The KL reference for the current tier: the top snapshot, or none on the first tier."""

@@ -266,7 +266,7 @@ def train_distributed(
         ray_endpoints = [
             f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
             for node in ray.nodes()
-            if node.get("Alive") and node.get("MetricsExportPort")
+            if node.get("Alive") and int(node.get("MetricsExportPort") or -1) > 0  # -1: no metrics agent
         ]
         targets = prometheus_targets(run_dir, plane.run, metrics_port, shard_metrics_ports, ray_endpoints)
         stack.callback(targets.unlink, missing_ok=True)  # a finished run is no longer scraped
@@ -331,7 +331,9 @@ def train_distributed(
                     metrics.env_steps.inc(report["env_steps"])
                     pending[actor.run.remote(steps_per_call)] = actor
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
-                    with contextlib.suppress(ray.exceptions.RayError):  # a lost validation is requested again
+                    with contextlib.suppress(
+                        ray.exceptions.RayError
+                    ):  # a lost validation (its actor died): the next one is due on schedule
                         assert curriculum is not None
                         curriculum.record_validation(ValidationResult(**ray.get(validating)), now())
                     validating = None

@@ -192,22 +192,21 @@ def evaluation_row(
     env_steps: int,
     updates: int,
     version: int,
-    tier: str | None = None,
-    episodes: int | None = None,
+    tier: str,
 ) -> dict[str, float]:
-    """Evaluate the published weights ``blob`` on ``tier`` (default: the run's start tier) over
-    ``episodes`` (default ``evaluate_episodes``); one row of ``evaluations.csv``."""
+    """Evaluate the published weights ``blob`` on ``tier`` over ``evaluate_episodes``; one row of
+    ``evaluations.csv``."""
     result = evaluate(
         blob,
         config.cell,
-        get_tier(tier or config.tier),
-        episodes or config.evaluate_episodes,
+        get_tier(tier),
+        config.evaluate_episodes,
         seed=config.seed + 20_000,
         network=config.network,
         action=config.action,
     )
     return {
-        "tier_index": TIER_ORDER.index(tier or config.tier),
+        "tier_index": TIER_ORDER.index(tier),
         "seconds": round(time.perf_counter() - start, 2),
         "env_steps": env_steps,
         "updates": updates,
@@ -440,7 +439,8 @@ def train_serial(
                         on_progress(row)
                 if config.evaluate_every and learner.updates % config.evaluate_every == 0:
                     blob = serialize(learner.policy_tensors(), version)
-                    evaluations.append(evaluation_row(config, blob, start, env_steps(), learner.updates, version))
+                    tier = config.tier if curriculum is None else curriculum.tier
+                    evaluations.append(evaluation_row(config, blob, start, env_steps(), learner.updates, version, tier))
                     if on_progress is not None:
                         on_progress({f"eval_{k}": v for k, v in evaluations.rows[-1].items()})
                 if curriculum is not None and curriculum.validation_due(learner.updates):
