@@ -160,7 +160,6 @@ class RunCurriculum:
         """Weights versions of the policies that passed each gate so far (the KL references)."""
         self.last_validation = 0
         """Learner updates at the latest validation request."""
-        self.events: list[CurriculumEvent] = []
 
     @property
     def tier(self) -> str:
@@ -230,7 +229,6 @@ class RunCurriculum:
             self.learner.set_lr_scale(self.controller.lr_scale)
             self.set_tier(self.tier, self.generation, self.state())
             after = self.publish()
-        self.events.append(event)
         common = {"updates": int(at.get("updates", 0)), "env_steps": int(at.get("env_steps", 0))}
         if self.audit is not None:
             self.audit(
