@@ -233,6 +233,12 @@ def train_distributed(
         def now() -> dict[str, float]:
             return {"seconds": time.perf_counter() - start, "env_steps": env_steps, "updates": learner.updates}
 
+        demonstrations = DemonstrationBatches(config, learner.device)
+
+        def switch_tier(tier: str, generation: int, state: Mapping[str, Any]) -> None:
+            plane.set_curriculum(tier, generation, state)
+            demonstrations.switch_tier(tier)
+
         curriculum = None
         curriculum_metrics = CurriculumMetrics(metrics.registry, config.curriculum.tiers)
         if config.curriculum.enabled:
@@ -248,7 +254,7 @@ def train_distributed(
                 learner,
                 plane,
                 publish,
-                set_tier=plane.set_curriculum,
+                set_tier=switch_tier,
                 audit=audit,
                 metrics=curriculum_metrics,
                 run_dir=run_dir,
@@ -285,7 +291,6 @@ def train_distributed(
             stack.callback(lambda: ray.kill(evaluator))
         if on_start is not None:
             on_start(DistributedRun(plane, shard_processes, actors, metrics_port))
-        demonstrations = DemonstrationBatches(config, learner.device)
         sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4))
         plane.set_state(status="training", tier=config.tier)
         # two calls queued per actor, so an actor never idles while the driver is busy updating

@@ -159,24 +159,34 @@ def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:
 
 
 class DemonstrationBatches:
-    """The learner's share of expert transitions per batch (none when no demonstrations are loaded)."""
+    """The learner's share of expert transitions per batch (none when no demonstrations are loaded),
+    from the scripted expert's successful episodes on the tier the actors are on: a tier change
+    replaces them (:meth:`switch_tier`), so imitation never pulls towards an easier tier's grasps."""
 
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, tier: str | None = None) -> None:
+        self.config = config
         self.device = device
         self.steps = 0
+        """Control steps of all the expert episodes collected so far, every tier included."""
+        self.tier: str | None = None
         self.table: ReplayTable | None = None
-        self.size = 0
-        if config.demonstrations > 0:
-            demos = collect_demonstrations(
-                config.cell,
-                get_tier(config.tier),
-                config.action,
-                config.demonstrations,
-                seed=config.seed + 10_000,
-                chunk_length=config.chunk_length,
-            )
-            self.table, self.steps = demos.table, demos.env_steps
-            self.size = round(config.batch_size * config.sac.demo_fraction)
+        self.size = round(config.batch_size * config.sac.demo_fraction) if config.demonstrations > 0 else 0
+        self.switch_tier(tier or config.tier)
+
+    def switch_tier(self, tier: str) -> None:
+        """Collect ``demonstrations`` expert episodes on ``tier`` in place of the current ones."""
+        if self.size == 0 or tier == self.tier:
+            return
+        demos = collect_demonstrations(
+            self.config.cell,
+            get_tier(tier),
+            self.config.action,
+            self.config.demonstrations,
+            seed=self.config.seed + 10_000 + TIER_ORDER.index(tier),
+            chunk_length=self.config.chunk_length,
+        )
+        self.tier, self.table = tier, demos.table
+        self.steps += demos.env_steps
 
     def sample(self) -> Batch | None:
         if self.table is None or self.size == 0:
@@ -384,6 +394,7 @@ def train_serial(
     def switch_tier(tier: str, generation: int, _: Mapping[str, Any]) -> None:
         for actor in actors:
             actor.set_tier(tier, generation)
+        demonstrations.switch_tier(tier)
 
     curriculum = None
     if config.curriculum.enabled:

@@ -21,6 +21,7 @@ from graspfleet.actions.config import ActionConfig
 from graspfleet.policies import ScriptedGraspPolicy
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
+from graspfleet.sim.tiers import TIER_ORDER
 from graspfleet.spec import observation_spec
 from learner.sac import OBSERVATION_KEYS
 from replay.config import ShardConfig
@@ -96,6 +97,7 @@ def collect_demonstrations(
     table = ReplayTable(signature, ShardConfig(capacity=steps + len(kept), min_size_to_sample=1), seed=seed)
     for n, (trajectory, final) in enumerate(kept):
         sink = TableSink(table, f"demonstrations/{n}", chunk_length)
+        sink.tier = TIER_ORDER.index(tier.name) if tier.name in TIER_ORDER else 0
         for step in trajectory:
             sink.append(step)
         sink.end_episode(final)

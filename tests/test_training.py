@@ -143,3 +143,21 @@ def test_progress_success_rate_covers_the_recent_episodes_not_the_whole_run() ->
     assert progress.recent_success_rate(10, 5) == 0.5  # no new episodes: unchanged
     assert progress.recent_success_rate(20, 5) == 0.0  # the first ten episodes left the window
     assert progress.recent_success_rate(24, 9) == pytest.approx(4 / 14)  # a report never splits
+
+
+def test_demonstrations_follow_the_tier_the_actors_are_on() -> None:
+    import torch
+
+    from graspfleet.training import DemonstrationBatches
+
+    demos = DemonstrationBatches(small_train_config(), torch.device("cpu"))
+    assert demos.table is not None and demos.tier == "T0"
+    assert demos.table.tier_count[0] > 0 and demos.table.tier_count[1] == 0
+    steps = demos.steps
+    demos.switch_tier("T0")  # no change: nothing collected
+    assert demos.steps == steps
+    demos.switch_tier("T1")
+    assert demos.tier == "T1" and demos.steps > steps
+    assert demos.table.tier_count[0] == 0 and demos.table.tier_count[1] > 0  # T1 episodes replaced T0's
+    batch = demos.sample()
+    assert batch is not None and len(batch.reward) == demos.size
