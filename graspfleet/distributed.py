@@ -325,7 +325,7 @@ def train_distributed(
                         for name in OUTCOMES:
                             if getattr(outcome, name):
                                 metrics.outcomes.labels(tier=outcome.tier, outcome=name).inc()
-                    if curriculum is not None:
+                    if curriculum is not None and outcomes:
                         curriculum.record_outcomes(outcomes, now())
                     adopted.add(report["weights_version"])
                     running[index] = report["weights_version"]

@@ -425,8 +425,9 @@ def train_serial(
         while not finished():
             for actor in actors:
                 actor.step()
-            if curriculum is not None:
-                curriculum.record_outcomes([o for a in actors for o in a.take_outcomes()], now())
+            outcomes = [o for a in actors for o in a.take_outcomes()]
+            if curriculum is not None and outcomes:  # most steps finish no episode
+                curriculum.record_outcomes(outcomes, now())
             if table.size < config.min_replay:
                 continue
             pending_updates += config.updates_per_step * len(actors)
