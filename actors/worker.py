@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Any, ClassVar
 
+import ray
 import torch
 
 from actors.sim_actor import SimActor
@@ -114,6 +115,8 @@ class ActorWorker:
             tiers=self.plane if train.curriculum.enabled else None,
         )
         self.metrics = ActorMetrics(actor_id, train.success_window)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        """The Ray node this actor runs on."""
 
     def run(self, steps: int) -> dict[str, Any]:
         """Step the cells ``steps`` times; returns this call's counts, the weights version in use,
@@ -144,10 +147,21 @@ class ActorWorker:
             "adoptions": self.actor.adoptions[:],
             "outcomes": [dataclasses.astuple(o) for o in outcomes],
             "pid": os.getpid(),
+            "node": self.node,
         }
 
     def pid(self) -> int:
         return os.getpid()
 
-    def close(self) -> None:
-        self.actor.close()
+    def close(self, timeout: float | None = None) -> dict[str, int]:
+        """Flush every cell's trajectories to replay and stop the writers (a drain's last call:
+        the shards admit these last chunks past their rate limiters); returns the steps appended
+        and the steps the shards accepted, which are then equal."""
+        writers: list[ReplayWriter] = self.actor.sinks  # type: ignore[assignment]
+        for writer in writers:
+            writer.close(timeout, drain=True)
+        stats = [writer.stats() for writer in writers]
+        return {
+            "appended_steps": sum(s.appended_steps for s in stats),
+            "accepted_steps": sum(s.accepted_steps for s in stats),
+        }

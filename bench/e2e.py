@@ -142,7 +142,7 @@ def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
     from graspfleet.sim.env import GraspCellEnv
 
     register_env("graspfleet-cartesian", lambda _: GraspCellEnv(tier=config.tier, action_mode="cartesian"))
-    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         algo = (
             RLlibSACConfig()

@@ -224,6 +224,17 @@ def train(
     ] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto (default: a local one).")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Port of the learner's /metrics endpoint.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the private Redis, the replay shards and /metrics bind and are reached at "
+            "(default: loopback; with --address, this node's address in the Ray cluster)."
+        ),
+    ] = None,
+    replay: Annotated[
+        list[str] | None,
+        typer.Option(help="Address of a running replay shard (repeatable) instead of starting --shards of its own."),
+    ] = None,
 ) -> None:
     """Train a grasping policy: Ray actors, gRPC replay shards, a Redis control plane and the learner,
     all started on this machine unless --address/--redis point elsewhere; --serial runs it in one process."""
@@ -290,6 +301,8 @@ def train(
                     redis_url=redis,
                     address=address,
                     metrics_port=metrics_port,
+                    host=host,
+                    replay=replay,
                     on_progress=update,
                 )
         except KeyboardInterrupt:
@@ -401,7 +414,7 @@ def status(
             "state": plane.state(),
             "weights_version": plane.latest_version(),
             "shards": plane.shards(),
-            "desired_actors": plane.desired_actors(),
+            "actors": {"sim": plane.actor_counts("sim")},
             "curriculum": None if curriculum is None else curriculum["controller"],
             "tier_history": [e for e in plane.events(stream=CURRICULUM_STREAM) if e["kind"] in TIER_CHANGES],
             "events": plane.events()[-10:],
@@ -416,7 +429,8 @@ def status(
         table.add_row(key, value)
     table.add_row("weights version", str(report["weights_version"]))
     table.add_row("replay shards", ", ".join(report["shards"]) or "none alive")
-    table.add_row("desired actors", str(report["desired_actors"]))
+    for kind, counts in report["actors"].items():
+        table.add_row(f"actors ({kind})", _actor_counts_line(counts))
     state = report["curriculum"]
     if state is not None:
         window = state["window"]
@@ -439,6 +453,24 @@ def status(
             f"  {event['id']}  {event['kind']}  "
             + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "kind", "time"))
         )
+
+
+@app.command()
+def stop(run_dir: RunDirOption = None, redis: RedisOption = None, run: RunOption = None) -> None:
+    """Ask a running job to end: it drains its actors (each flushes its trajectories), checkpoints
+    the learner and exits as if its budget were spent; the run directory resumes later."""
+    plane = _control_plane(run_dir, redis, run)
+    try:
+        plane.request_stop()
+        plane.append_event("stop_requested", {})
+    except Exception as exc:
+        raise _fail(f"control plane not reachable: {exc}") from None
+    console.print(f"run {plane.run}: stop requested")
+
+
+def _actor_counts_line(counts: dict[str, int | None]) -> str:
+    line = f"{counts['running'] or 0} running of {counts['desired']} desired"
+    return line + (f", {counts['draining']} draining" if counts["draining"] else "")
 
 
 def _tier_change_row(event: dict[str, str]) -> tuple[str, ...]:
@@ -490,6 +522,50 @@ def curriculum_events(
         console.print(f"{stamp}  {event['kind']:<10}  {fields}")
 
 
+actors_app = typer.Typer(help="The run's actors: how many of each kind.", no_args_is_help=True)
+app.add_typer(actors_app, name="actors")
+ACTOR_KINDS = ("sim",)
+"""Kinds of actor a run reconciles (real-arm proxies, ``arm``, will join them)."""
+
+
+@actors_app.command("scale")
+def actors_scale(
+    count: Annotated[int, typer.Argument(min=0, help="Desired number of actors.")],
+    kind: Annotated[str, typer.Option(help="Kind of actor: sim (randomized simulators).")] = "sim",
+    run_dir: RunDirOption = None,
+    redis: RedisOption = None,
+    run: RunOption = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait until the run has exactly COUNT running (0: do not wait).")
+    ] = 0.0,
+) -> None:
+    """Set the desired actor count; the running job starts actors or drains them (each flushes
+    its trajectories before it stops) within a reconcile period."""
+    if kind not in ACTOR_KINDS:
+        raise _fail(f"--kind {kind}: runs reconcile only {', '.join(ACTOR_KINDS)} actors")
+    plane = _control_plane(run_dir, redis, run)
+    try:
+        before = plane.desired_actors(kind)
+        plane.set_desired_actors(count, kind)
+        plane.append_event(
+            "actors_scaled", {"actor_kind": kind, "from": "unset" if before is None else before, "to": count}
+        )
+    except Exception as exc:
+        raise _fail(f"control plane not reachable: {exc}") from None
+    console.print(f"run {plane.run}: desired {kind} actors {before} → {count}")
+    if wait <= 0:
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        counts = plane.actor_counts(kind)
+        if counts["running"] == count and not counts["draining"]:
+            console.print(f"run {plane.run}: {_actor_counts_line(counts)}")
+            return
+        if time.monotonic() > deadline:
+            raise _fail(f"after {wait:g} s: {_actor_counts_line(counts)}")
+        time.sleep(0.5)
+
+
 replay_app = typer.Typer(help="The sharded replay service.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
 
@@ -527,6 +603,14 @@ def replay_serve(
     metrics_port: Annotated[int | None, typer.Option(help="Port of the Prometheus /metrics endpoint.")] = None,
     signature: Annotated[str, typer.Option(help="'grasp' or a JSON/YAML file of columns.")] = "grasp",
     max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message (MiB).")] = 64,
+    train_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A training config (YAML): capacity, minimum size and rate limiter as `graspfleet train` "
+            "sets them for its own shards (overrides those options)."
+        ),
+    ] = None,
+    shards: Annotated[int, typer.Option(min=1, help="With --train-config: how many shards the run has.")] = 1,
 ) -> None:
     """Serve one replay shard until SIGINT/SIGTERM (a final checkpoint is taken on the way out)."""
     import logging
@@ -536,6 +620,14 @@ def replay_serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if train_config is not None:
+            from graspfleet.config import load
+            from graspfleet.distributed import shard_limits
+            from graspfleet.training import TrainConfig
+
+            limits = shard_limits(load(TrainConfig, train_config, []), shards)
+            capacity, min_size = int(limits["capacity"]), int(limits["min_size"])
+            samples_per_insert, error_buffer = float(limits["samples_per_insert"]), float(limits["error_buffer"])
         config = ShardConfig(
             capacity=capacity,
             sampler=sampler,  # type: ignore[arg-type]
@@ -557,20 +649,16 @@ def replay_info(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the size, counters and signature of replay shards."""
-    import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from graspfleet.replay.v1 import replay_pb2 as pb
-    from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
-    from replay.client import channel
+    from replay.client import ReplayError, shard_info
 
     infos = {}
     for addr in address:
-        with channel(addr) as ch:
-            try:
-                infos[addr] = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10, wait_for_ready=True)
-            except grpc.RpcError as exc:
-                raise _fail(f"{addr}: {exc.code().name}: {exc.details()}") from None
+        try:
+            infos[addr] = shard_info(addr)
+        except ReplayError as exc:
+            raise _fail(f"{addr}: {exc}") from None
     if json_output:
         print(json.dumps({a: MessageToDict(i, preserving_proto_field_name=True) for a, i in infos.items()}))
         return

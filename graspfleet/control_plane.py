@@ -11,6 +11,10 @@ Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touch
 ``state``                     a hash of the run's state (tier, status, learner step, …)
 ``shards``                    a hash: replay shard address → last heartbeat (unix seconds)
 ``actors:desired:{kind}``     how many actors of a kind (``sim``, ``arm``) the run should have
+``actors:{kind}``             a hash: how many of that kind are ``running`` and ``draining``
+                              now (the driver writes it as it reconciles)
+``stop``                      set by ``graspfleet stop``: the driver drains its actors,
+                              checkpoints and ends the run (cleared when a run starts)
 ``events``                    a stream of run events (interruptions, …) for audit
 ``curriculum``                a hash: the current ``tier``, its ``generation`` and the
                               controller's full ``state`` (JSON); actors read the first two
@@ -220,6 +224,28 @@ class ControlPlane:
         value = self._call(lambda: self.client.get(self.key(f"actors:desired:{kind}")))
         return None if value is None else int(value)
 
+    def set_actor_counts(self, running: int, draining: int, kind: str = "sim") -> None:
+        mapping = {"running": running, "draining": draining}
+        self._call(lambda: self.client.hset(self.key(f"actors:{kind}"), mapping=mapping))
+
+    def actor_counts(self, kind: str = "sim") -> dict[str, int | None]:
+        """``desired``, ``running`` and ``draining`` actors of ``kind`` (None: never set)."""
+        running, draining = self._call(lambda: self.client.hmget(self.key(f"actors:{kind}"), "running", "draining"))
+        return {
+            "desired": self.desired_actors(kind),
+            "running": None if running is None else int(running),
+            "draining": None if draining is None else int(draining),
+        }
+
+    def request_stop(self) -> None:
+        self._call(lambda: self.client.set(self.key("stop"), f"{time.time():.3f}"))
+
+    def stop_requested(self) -> bool:
+        return bool(self._call(lambda: self.client.exists(self.key("stop"))))
+
+    def clear_stop(self) -> None:
+        self._call(lambda: self.client.delete(self.key("stop")))
+
     # -- curriculum --------------------------------------------------------------------------------
 
     def set_curriculum(self, tier: str, generation: int, state: Mapping[str, Any]) -> None:
@@ -240,6 +266,9 @@ class ControlPlane:
 
     def append_event(self, kind: str, fields: Mapping[str, str | int | float], stream: str = "events") -> str:
         """Append an audit event to ``stream`` (``events`` or ``curriculum:events``); returns its id."""
+        reserved = {"kind", "time"} & fields.keys()
+        if reserved:
+            raise ValueError(f"event {kind}: field names {sorted(reserved)} are the event's own")
         entry = {"kind": kind, "time": f"{time.time():.3f}", **{k: str(v) for k, v in fields.items()}}
         return str(self._call(lambda: self.client.xadd(self.key(stream), entry)).decode())
 

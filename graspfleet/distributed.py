@@ -24,19 +24,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from ray.autoscaler.sdk import request_resources
 
 from actors.evaluator import EvaluationWorker
 from actors.worker import ActorWorker
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
 from graspfleet.curriculum import CURRICULUM_STREAM, CurriculumMetrics, RunCurriculum
+from graspfleet.fleet import ActorFleet
 from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
@@ -55,36 +58,50 @@ from learner import checkpoint as learner_checkpoint
 from learner.curriculum import EpisodeOutcome, ValidationResult
 from learner.sac import batch_from_columns
 from learner.weights import serialize
-from replay.client import ReplaySampler, ReplayUnavailable
+from replay.client import ReplaySampler, ReplayUnavailable, fetch_signature, shard_info
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
+
+ACTOR_KIND = "sim"
+"""The kind of actor this driver runs (real-arm proxies are the other kind, ``arm``)."""
 
 RATE_LIMIT_SLACK_UPDATES = 200
 """How many updates the learner may run ahead of (or behind) the ratio ``updates_per_step`` sets."""
 
 
 class WeightSyncTracker:
-    """Weight-sync latency: from a version's publication until every actor runs it (or a newer one)."""
+    """Weight-sync latency: from a version's publication until every running actor runs it (or a
+    newer one). The fleet may change meanwhile: ``fleet`` is the ids of the actors running now."""
 
-    def __init__(self, actors: int) -> None:
-        self.actors = actors
-        self.pending: dict[int, tuple[float, dict[int, float]]] = {}
-        """version → (published at, actor index → adopted at)"""
+    def __init__(self, fleet: Iterable[str] = ()) -> None:
+        self.fleet: set[str] = set(fleet)
+        self.pending: dict[int, tuple[float, dict[str, float]]] = {}
+        """version → (published at, actor id → adopted at)"""
         self.latencies: list[float] = []
 
     def published(self, version: int, at: float) -> None:
         self.pending[version] = (at, {})
 
-    def adopted(self, actor: int, version: int, at: float) -> list[float]:
+    def adopted(self, actor: str, version: int, at: float) -> list[float]:
         """Record that ``actor`` loaded ``version`` at ``at``; returns the latencies of the versions
         this completed."""
-        done = []
-        for pending_version, (published, adopters) in list(self.pending.items()):
+        for pending_version, (_, adopters) in self.pending.items():
             if pending_version <= version:
                 adopters.setdefault(actor, at)
-                if len(adopters) == self.actors:
-                    done.append(max(adopters.values()) - published)
-                    del self.pending[pending_version]
+        return self._complete()
+
+    def set_fleet(self, fleet: Iterable[str]) -> list[float]:
+        """The running actors changed (one drained, one started); returns the latencies of the
+        versions that every remaining actor already runs."""
+        self.fleet = set(fleet)
+        return self._complete()
+
+    def _complete(self) -> list[float]:
+        done = []
+        for version, (published, adopters) in list(self.pending.items()):
+            if self.fleet and self.fleet <= adopters.keys():
+                done.append(max(adopters[a] for a in self.fleet) - published)
+                del self.pending[version]
         self.latencies.extend(done)
         return done
 
@@ -112,6 +129,21 @@ class LearnerMetrics:
         self.losses = Gauge("graspfleet_learner_loss", "Learner losses", ["name"], registry=r)
         self.alpha = Gauge("graspfleet_learner_alpha", "SAC temperature", registry=r)
         self.actor_restarts = Counter("graspfleet_actor_restarts", "Actor processes found restarted", registry=r)
+        self.actors_desired = Gauge(
+            "graspfleet_actors_desired", "Actors the control plane asks for, by kind", ["kind"], registry=r
+        )
+        self.actors_running = Gauge(
+            "graspfleet_actors_running", "Actors streaming (they have reported), by kind", ["kind"], registry=r
+        )
+        self.actors_draining = Gauge(
+            "graspfleet_actors_draining", "Actors flushing their trajectories before they stop", ["kind"], registry=r
+        )
+        self.actor_lifecycle = Counter(
+            "graspfleet_actor_lifecycle",
+            "Actor starts and drains (event: started, running, draining, drained, drain_failed, drain_timeout)",
+            ["kind", "event"],
+            registry=r,
+        )
         self.weight_sync = Histogram(
             "graspfleet_weight_sync_seconds",
             "From a weights version's publication until every actor runs it",
@@ -122,11 +154,11 @@ class LearnerMetrics:
 
 @dataclasses.dataclass
 class DistributedRun:
-    """Handles the driver keeps; exposed for tests and ``graspfleet status``."""
+    """Handles the driver keeps; exposed for tests."""
 
     plane: ControlPlane
     shards: list[ShardProcess]
-    actors: list[Any]
+    fleet: ActorFleet
     metrics_port: int | None
 
 
@@ -135,8 +167,23 @@ PROMETHEUS_TARGETS = "prometheus-targets"
 (Prometheus ``file_sd`` format; ``deploy/prometheus/prometheus.yml`` watches it)."""
 
 
+def ray_metrics_endpoints() -> list[str]:
+    """host:port of every live Ray node's metrics agent (the actors' series)."""
+    return sorted(
+        f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+        for node in ray.nodes()
+        if node.get("Alive") and int(node.get("MetricsExportPort") or -1) > 0  # -1: no metrics agent
+    )
+
+
+def this_node_address() -> str:
+    """The address Ray knows this driver's node by (the one other nodes reach it at)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return next(str(n["NodeManagerAddress"]) for n in ray.nodes() if n["NodeID"] == node_id)
+
+
 def prometheus_targets(
-    run_dir: Path, run: str, learner_port: int, shard_ports: list[int], ray_endpoints: list[str]
+    run_dir: Path, run: str, host: str, learner_port: int, shard_ports: list[int], ray_endpoints: list[str]
 ) -> Path:
     """Write ``<run_dir>/../prometheus-targets/<run>.json``: the learner's, every shard's and every
     Ray node's metrics endpoint (the actors' ``ray_graspfleet_actor_*`` series), labelled with the
@@ -144,8 +191,8 @@ def prometheus_targets(
     directory = run_dir.resolve().parent / PROMETHEUS_TARGETS
     directory.mkdir(parents=True, exist_ok=True)
     groups = [
-        {"targets": [f"127.0.0.1:{learner_port}"], "labels": {"run": run, "component": "learner"}},
-        {"targets": [f"127.0.0.1:{p}" for p in shard_ports], "labels": {"run": run, "component": "replay"}},
+        {"targets": [f"{host}:{learner_port}"], "labels": {"run": run, "component": "learner"}},
+        {"targets": [f"{host}:{p}" for p in shard_ports], "labels": {"run": run, "component": "replay"}},
         {"targets": ray_endpoints, "labels": {"run": run, "component": "ray"}},
     ]
     path = directory / f"{run}.json"
@@ -155,6 +202,19 @@ def prometheus_targets(
     return path
 
 
+def shard_limits(config: TrainConfig, shards: int) -> dict[str, int | float]:
+    """The ``graspfleet replay serve`` options (capacity, minimum size, rate limiter) each of
+    ``shards`` shards of a run of ``config`` needs."""
+    return {
+        "capacity": config.replay.capacity,
+        # each shard holds about 1/shards of the data: its minimum is that share
+        "min_size": max(1, config.min_replay // shards),
+        # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
+        "samples_per_insert": config.batch_size * config.updates_per_step / config.cells,
+        "error_buffer": RATE_LIMIT_SLACK_UPDATES * config.batch_size / shards,
+    }
+
+
 def train_distributed(
     config: TrainConfig,
     run_dir: Path,
@@ -162,52 +222,65 @@ def train_distributed(
     redis_url: str | None = None,
     address: str | None = None,
     metrics_port: int | None = None,
+    host: str | None = None,
+    replay: list[str] | None = None,
     steps_per_call: int = 20,
     on_progress: Callable[[dict[str, float]], None] | None = None,
     on_start: Callable[[DistributedRun], None] | None = None,
 ) -> TrainReport:
-    """Train until the actors report ``config.env_steps`` environment steps."""
+    """Train until the actors report ``config.env_steps`` environment steps.
+
+    ``host``: the address the private Redis, the shards and the metrics endpoint bind and are
+    reached at; loopback on a local cluster, this node's Ray address when joining one.
+    ``replay``: addresses of running shards (``graspfleet replay serve --train-config``, as the
+    Helm chart runs them) to use instead of starting ``shards`` of its own."""
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = LearnerMetrics()
     with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            # "local": a cluster of our own, even where a `ray start` cluster runs on this machine
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            stack.callback(ray.shutdown)
+        host = host or ("127.0.0.1" if address is None else this_node_address())
         if redis_url is None:
-            server = stack.enter_context(RedisServer(directory=run_dir / "redis"))
+            server = stack.enter_context(RedisServer(directory=run_dir / "redis", host=host))
             redis_url = server.url
         plane = ControlPlane(redis_url, run_dir.name.replace(":", "-") or "run")
-        # where `graspfleet status --run-dir` finds this run's control plane
-        (run_dir / "control_plane.json").write_text(json.dumps({"redis_url": redis_url, "run": plane.run}))
+        plane.clear_stop()  # a stop asked of an earlier run of this name is not for this one
+        # where `graspfleet status --run-dir` finds this run's control plane (its URL may hold a password)
+        located = run_dir / "control_plane.json"
+        located.touch(mode=0o600)
+        located.write_text(json.dumps({"redis_url": redis_url, "run": plane.run}))
         metrics_port = metrics_port or free_port()
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(metrics_port, addr=host, registry=metrics.registry)
         signature = grasp_signature(observation_spec(config.cell))
         shard_processes = []
         shard_metrics_ports = []
-        for _ in range(shards):
+        for _ in range(0 if replay else shards):
             shard_metrics_ports.append(free_port())
+            limits = shard_limits(config, shards)
             shard = ShardProcess(
                 free_port(),
                 signature,
                 run_dir,
                 [
-                    "--capacity",
-                    str(config.replay.capacity),
-                    "--min-size",
-                    # each shard holds about 1/shards of the data: its minimum is that share
-                    str(max(1, config.min_replay // shards)),
-                    # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
-                    "--samples-per-insert",
-                    str(config.batch_size * config.updates_per_step / config.cells),
-                    "--error-buffer",
-                    str(RATE_LIMIT_SLACK_UPDATES * config.batch_size / shards),
+                    *(arg for key, value in limits.items() for arg in (f"--{key.replace('_', '-')}", str(value))),
                     "--metrics-port",
                     str(shard_metrics_ports[-1]),
                 ],
+                host=host,
             )
             stack.callback(shard.stop)
             stack.callback(plane.remove_shard, shard.address)
             shard_processes.append(shard)
             plane.heartbeat_shard(shard.address)
-        addresses = [s.address for s in shard_processes]
+        addresses = list(replay) if replay else [s.address for s in shard_processes]
+        for address in replay or ():
+            served = fetch_signature(address)
+            if served != signature:
+                raise ValueError(f"--replay {address}: the shard's signature does not match this config's observations")
+            plane.heartbeat_shard(address)
         learner = make_learner(config)
         checkpoint_dir = run_dir / "learner"
         resumed = (
@@ -215,7 +288,7 @@ def train_distributed(
         )
         # version numbers continue after a resume, past anything the registry already holds
         version = max(plane.latest_version(), resumed)
-        sync = WeightSyncTracker(config.actors)
+        sync = WeightSyncTracker()
 
         def publish(measure_sync: bool = True) -> int:
             nonlocal version
@@ -266,75 +339,111 @@ def train_distributed(
             curriculum_metrics.tier_info.labels(tier=config.tier).set(1)
         if resumed >= 0:
             plane.append_event("learner_resumed", {"updates": learner.updates, "weights_version": version})
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-            stack.callback(ray.shutdown)
-        ray_endpoints = [
-            f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
-            for node in ray.nodes()
-            if node.get("Alive") and int(node.get("MetricsExportPort") or -1) > 0  # -1: no metrics agent
-        ]
-        targets = prometheus_targets(run_dir, plane.run, metrics_port, shard_metrics_ports, ray_endpoints)
+        ray_endpoints = ray_metrics_endpoints()
+        targets = prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
         stack.callback(targets.unlink, missing_ok=True)  # a finished run is no longer scraped
         resources: dict[str, float] = {config.actor_resource: 1.0} if config.actor_resource else {}
         remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, resources=resources)(ActorWorker)
         plain = to_mapping(config)
-        actors: list[Any] = [
-            remote.remote(f"actor-{k}", plain, redis_url, plane.run, addresses, config.seed + k)
-            for k in range(config.actors)
-        ]
-        stack.callback(lambda: [ray.kill(a) for a in actors])
+
+        def start_actor(actor_id: str, index: int) -> Any:
+            return remote.remote(actor_id, plain, redis_url, plane.run, addresses, config.seed + index)
+
+        fleet = ActorFleet(start_actor, steps_per_call, close_timeout=config.drain_timeout)
+        stack.callback(fleet.kill_all)
+        # a fresh run starts with config.actors; a resumed one keeps what operators scaled it to
+        if resumed < 0 or plane.desired_actors(ACTOR_KIND) is None:
+            plane.set_desired_actors(config.actors, ACTOR_KIND)
         evaluator: Any = None
         validating: Any = None
         if curriculum is not None:
             evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(plain, redis_url, plane.run)
             stack.callback(lambda: ray.kill(evaluator))
+        requested: list[int | None] = [None]  # the count resources were last requested for
+        stopping = False
+
+        def reconcile() -> None:
+            """Scale the fleet to the desired count; ask the autoscaler for the resources it needs;
+            list new Ray nodes for Prometheus; notice a stop request."""
+            nonlocal ray_endpoints, stopping
+            if plane.stop_requested():
+                stopping = True
+                return
+            desired = plane.desired_actors(ACTOR_KIND)
+            desired = config.actors if desired is None else desired
+            fleet.scale(desired)
+            if config.actor_resource and requested[0] != desired:
+                request_resources(bundles=[{config.actor_resource: 1.0}] * desired)
+                requested[0] = desired
+            endpoints = ray_metrics_endpoints()
+            if endpoints != ray_endpoints:
+                ray_endpoints = endpoints
+                prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
+            metrics.actors_desired.labels(kind=ACTOR_KIND).set(desired)
+
+        def record_fleet_events() -> None:
+            events = fleet.take_events()
+            for event in events:
+                metrics.actor_lifecycle.labels(kind=ACTOR_KIND, event=event.kind).inc()
+                plane.append_event(f"actor_{event.kind}", {"actor": event.actor_id, **event.fields})
+                if event.kind in ("drained", "drain_failed", "drain_timeout"):
+                    running.pop(event.actor_id, None)
+                    pids.pop(event.actor_id, None)
+            if events:
+                for latency in sync.set_fleet(fleet.running_ids()):
+                    metrics.weight_sync.observe(latency)
+                metrics.actors_running.labels(kind=ACTOR_KIND).set(fleet.running)
+                metrics.actors_draining.labels(kind=ACTOR_KIND).set(fleet.draining)
+                plane.set_actor_counts(fleet.running, fleet.draining, ACTOR_KIND)
+
+        def record_report(actor_id: str, report: Mapping[str, Any]) -> None:
+            nonlocal env_steps, episodes, successes
+            if pids.get(actor_id, report["pid"]) != report["pid"]:
+                metrics.actor_restarts.inc()
+            pids[actor_id] = report["pid"]
+            env_steps += report["env_steps"]
+            episodes += report["episodes"]
+            successes += report["successes"]
+            outcomes = [EpisodeOutcome(*fields) for fields in report["outcomes"]]
+            for outcome in outcomes:
+                metrics.episodes.labels(tier=outcome.tier).inc()
+                for name in OUTCOMES:
+                    if getattr(outcome, name):
+                        metrics.outcomes.labels(tier=outcome.tier, outcome=name).inc()
+            if curriculum is not None and outcomes:
+                curriculum.record_outcomes(outcomes, now())
+            adopted.add(report["weights_version"])
+            running[actor_id] = report["weights_version"]
+            metrics.version_lag.set(version - min(running.values()))
+            for adopted_version, at in report["adoptions"]:
+                for latency in sync.adopted(actor_id, adopted_version, at):
+                    metrics.weight_sync.observe(latency)
+            metrics.env_steps.inc(report["env_steps"])
+
         if on_start is not None:
-            on_start(DistributedRun(plane, shard_processes, actors, metrics_port))
+            on_start(DistributedRun(plane, shard_processes, fleet, metrics_port))
         sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4))
         plane.set_state(status="training", tier=config.tier)
-        # two calls queued per actor, so an actor never idles while the driver is busy updating
-        pending = {actor.run.remote(steps_per_call): actor for actor in actors for _ in range(2)}
         adopted: set[int] = set()
-        running: dict[int, int] = {}
-        pids: dict[int, int] = {}
+        running: dict[str, int] = {}
+        """actor id → the weights version it last reported running"""
+        pids: dict[str, int] = {}
         last: dict[str, float] = {}
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
+        reconciled = -math.inf
+        replay_inserted_steps = 0
         try:
-            while env_steps < config.env_steps and (
-                config.time_budget is None or time.perf_counter() - start < config.time_budget
+            while (
+                env_steps < config.env_steps
+                and (config.time_budget is None or time.perf_counter() - start < config.time_budget)
+                and not stopping
             ):
-                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-                for ref in ready:
-                    actor = pending.pop(ref)
-                    try:
-                        report = ray.get(ref)
-                    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                        pending[actor.run.remote(steps_per_call)] = actor  # Ray restarts it
-                        continue
-                    index = actors.index(actor)
-                    if pids.get(index, report["pid"]) != report["pid"]:
-                        metrics.actor_restarts.inc()
-                    pids[index] = report["pid"]
-                    env_steps += report["env_steps"]
-                    episodes += report["episodes"]
-                    successes += report["successes"]
-                    outcomes = [EpisodeOutcome(*fields) for fields in report["outcomes"]]
-                    for outcome in outcomes:
-                        metrics.episodes.labels(tier=outcome.tier).inc()
-                        for name in OUTCOMES:
-                            if getattr(outcome, name):
-                                metrics.outcomes.labels(tier=outcome.tier, outcome=name).inc()
-                    if curriculum is not None and outcomes:
-                        curriculum.record_outcomes(outcomes, now())
-                    adopted.add(report["weights_version"])
-                    running[index] = report["weights_version"]
-                    metrics.version_lag.set(version - min(running.values()))
-                    for adopted_version, at in report["adoptions"]:
-                        for latency in sync.adopted(index, adopted_version, at):
-                            metrics.weight_sync.observe(latency)
-                    metrics.env_steps.inc(report["env_steps"])
-                    pending[actor.run.remote(steps_per_call)] = actor
+                if time.perf_counter() - reconciled >= config.reconcile_seconds:
+                    reconcile()
+                    reconciled = time.perf_counter()
+                for actor_id, report in fleet.poll():
+                    record_report(actor_id, report)
+                record_fleet_events()
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
                     with contextlib.suppress(
                         ray.exceptions.RayError
@@ -382,8 +491,25 @@ def train_distributed(
                     )
                     if on_progress is not None:
                         on_progress(row)
-            ray.get(list(pending))
-            plane.set_state(status="finished")
+            # the end: every actor flushes what it streamed before it stops
+            fleet.scale(0)
+            deadline = time.perf_counter() + config.drain_timeout
+            while fleet.members and time.perf_counter() < deadline:
+                for actor_id, report in fleet.poll():
+                    record_report(actor_id, report)
+                record_fleet_events()
+                time.sleep(0.02)
+            replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
+            plane.set_state(status="stopped" if stopping else "finished")
+            plane.append_event(
+                "run_finished",
+                {
+                    "env_steps": env_steps,
+                    "updates": learner.updates,
+                    "weights_version": version,
+                    "replay_inserted_steps": replay_inserted_steps,
+                },
+            )
         except KeyboardInterrupt:
             # Ctrl-C: keep what was learned; the same run dir resumes from here
             plane.set_state(status="interrupted")
@@ -407,4 +533,5 @@ def train_distributed(
         run_dir / "metrics.csv",
         demonstration_steps=demonstrations.steps,
         weight_sync_seconds=sync.latencies,
+        replay_inserted_steps=replay_inserted_steps,
     )

@@ -3,7 +3,8 @@
 Ports are drawn below the kernel's ephemeral range. A server that restarts on its port (Redis,
 a replay shard) must not find it taken by a client's outgoing connection: a client retrying
 ``connect(127.0.0.1:P)`` while nothing listens can be given P itself as its source port and
-connect to itself (TCP simultaneous open), holding P until it gives up.
+connect to itself (TCP simultaneous open), holding P until it gives up. They are drawn above
+the ports Ray's workers use by default, too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import socket
 from pathlib import Path
 
 _EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_LOWEST = 10_000
+_LOWEST = 20_000
+"""Above Ray's default worker ports (10002–19999), which a Ray node on the same host may take."""
 
 
 def _ephemeral_low() -> int:

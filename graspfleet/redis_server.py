@@ -1,7 +1,12 @@
-"""A private ``redis-server`` on a free loopback port, for ``graspfleet train`` and the tests."""
+"""A private ``redis-server`` on a free port, for ``graspfleet train`` and the tests.
+
+It binds loopback unless told a host; bound to any other interface (a cluster's head node, so
+actors on worker nodes reach it) it requires a password it generates, which travels in its URL.
+"""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +29,9 @@ class RedisServer:
     ``restart()`` stops it and starts it again on the same port and data (to exercise reconnects).
     """
 
-    def __init__(self, port: int | None = None, directory: Path | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self, port: int | None = None, directory: Path | None = None, appendonly: bool = True, host: str = "127.0.0.1"
+    ) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RedisNotInstalled("redis-server is not installed: run `make setup` (it installs it with apt-get)")
@@ -33,12 +40,15 @@ class RedisServer:
         self.directory = Path(directory or tempfile.mkdtemp(prefix="graspfleet-redis-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
+        self.host = host
+        self.password = None if host == "127.0.0.1" else secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = "" if self.password is None else f":{self.password}@"
+        return f"redis://{credentials}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> None:
         assert self.binary is not None
@@ -48,7 +58,7 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--dir",
                 str(self.directory),
                 "--appendonly",
@@ -57,11 +67,12 @@ class RedisServer:
                 "",
                 "--protected-mode",
                 "yes",
+                *(() if self.password is None else ("--requirepass", self.password)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -51,6 +51,12 @@ class TrainConfig:
     cells: int = 8
     """Grasp cells per actor."""
     actors: int = 1
+    """Simulation actors a fresh distributed run starts with; ``graspfleet actors scale`` changes
+    the count while it runs (a resumed run keeps the count the control plane holds)."""
+    reconcile_seconds: float = 1.0
+    """How often the driver reads the desired actor count and starts or drains actors."""
+    drain_timeout: float = 120.0
+    """Seconds a draining actor may take to flush its trajectories before it is killed anyway."""
     actor_resource: str = ""
     """Custom Ray resource each actor requests one unit of (``sim_slot`` on the clusters of
     ``deploy/``, whose simulation workers declare it, so actor demand scales the workers); empty:
@@ -145,6 +151,8 @@ class TrainReport:
     """One row per evaluation: seconds, env_steps, updates, weights_version, success_rate, ci_low, ci_high."""
     weight_sync_seconds: list[float] = dataclasses.field(default_factory=list)
     """Distributed runs: per fully adopted version, publication → every actor running it."""
+    replay_inserted_steps: int = 0
+    """Distributed runs: steps the replay shards inserted, read after every actor drained."""
 
 
 def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:

@@ -33,7 +33,7 @@ import numpy as np
 
 from graspfleet.replay.v1 import replay_pb2 as pb
 from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
-from replay.server import ACCEPTED_SEQUENCE_KEY, WRITER_ID_KEY
+from replay.server import ACCEPTED_SEQUENCE_KEY, DRAIN_KEY, WRITER_ID_KEY
 from replay.signature import ColumnSpec, Signature, decode, encode
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -99,13 +99,18 @@ class HashRing:
         return self._nodes[i]
 
 
-def fetch_signature(address: str, timeout: float = 10.0) -> Signature:
-    """The table signature a shard reports."""
+def shard_info(address: str, timeout: float = 10.0) -> pb.ShardInfo:
+    """What a shard reports about itself: size, counters, signature."""
     with channel(address) as ch:
         try:
-            info = pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=timeout, wait_for_ready=True)
+            return pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise _map_error(exc) from None
+
+
+def fetch_signature(address: str, timeout: float = 10.0) -> Signature:
+    """The table signature a shard reports."""
+    info = shard_info(address, timeout)
     return Signature(ColumnSpec.from_proto(c) for c in info.signature)
 
 
@@ -113,12 +118,14 @@ class _Chunk(NamedTuple):
     sequence: int
     message: pb.TrajectoryChunk
     size: int
+    rows: int
 
 
 class WriterStats(NamedTuple):
     appended_steps: int
     sent_chunks: int
     accepted_chunks: int
+    accepted_steps: int
     resent_chunks: int
     unprotected_chunks: int
     durable_sequence: int
@@ -171,8 +178,10 @@ class ReplayWriter:
         self._lock = threading.Condition()
         self._error: ReplayError | None = None
         self._closed = False
+        self._drain = False
         self._appended = 0
         self._sent = self._accepted = self._resent = self._unprotected = 0
+        self._accepted_steps = 0
         self._accepted_sequence = 0
         self._durable_sequence = 0
         self._restarts = 0
@@ -252,9 +261,7 @@ class ReplayWriter:
                 return
             synced = True
             try:
-                summary = self._stub.InsertStream(
-                    iter(()), timeout=max(deadline - time.monotonic(), 0.1), metadata=((WRITER_ID_KEY, self.writer_id),)
-                )
+                summary = self._insert_stream([], max(deadline - time.monotonic(), 0.1))
             except grpc.RpcError as exc:
                 raise _map_error(exc) from None
             with self._lock:
@@ -263,11 +270,18 @@ class ReplayWriter:
                     synced = False
                     self._lock.notify_all()
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush and stop the sender."""
+    def close(self, timeout: float | None = None, drain: bool = False) -> None:
+        """Flush and stop the sender. ``drain``: this writer's actor is being stopped while the run
+        goes on; the shard admits its last chunks past the rate limiter."""
         if self._closed:
             return
         try:
+            if drain:
+                self._drain = True
+                try:
+                    self._insert_stream([], self.timeout if timeout is None else timeout)  # announce it
+                except grpc.RpcError as exc:
+                    raise _map_error(exc) from None
             self.flush(timeout)
         finally:
             self._closed = True
@@ -282,6 +296,7 @@ class ReplayWriter:
                 self._appended,
                 self._sent,
                 self._accepted,
+                self._accepted_steps,
                 self._resent,
                 self._unprotected,
                 self._durable_sequence,
@@ -312,7 +327,7 @@ class ReplayWriter:
             encode(buffer[:rows], message.columns.add(name=name).tensor)
         self._offset += rows
         self._rows = 0
-        chunk = _Chunk(sequence, message, message.ByteSize())
+        chunk = _Chunk(sequence, message, message.ByteSize(), rows)
         with self._lock:
             deadline = time.monotonic() + self.timeout
             while len(self._pending) >= self.max_pending_chunks and self._error is None:
@@ -336,11 +351,7 @@ class ReplayWriter:
                     return
                 batch = list(itertools.islice(self._pending, self.chunks_per_stream))
             try:
-                summary = self._stub.InsertStream(
-                    iter([c.message for c in batch]),
-                    timeout=self.timeout,
-                    metadata=((WRITER_ID_KEY, self.writer_id),),
-                )
+                summary = self._insert_stream([c.message for c in batch], self.timeout)
             except grpc.RpcError as exc:
                 if _retriable(exc):
                     if self._closed:
@@ -371,6 +382,10 @@ class ReplayWriter:
                 self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
                 self._lock.notify_all()
 
+    def _insert_stream(self, messages: list[pb.TrajectoryChunk], timeout: float) -> pb.InsertSummary:
+        metadata = ((WRITER_ID_KEY, self.writer_id), *(((DRAIN_KEY, "1"),) if self._drain else ()))
+        return self._stub.InsertStream(iter(messages), timeout=timeout, metadata=metadata)
+
     def _acknowledge(self, accepted: int, durable: int) -> None:
         """Apply a shard's view: move accepted chunks to retention, release durable ones, and
         resend what a restarted shard no longer holds. Call with the lock held."""
@@ -382,11 +397,13 @@ class ReplayWriter:
             self._retained_bytes = sum(c.size for c in self._retained)
             self._pending.extendleft(reversed(lost))
             self._resent += len(lost)
+            self._accepted_steps -= sum(c.rows for c in lost)  # counted again when accepted again
         self._accepted_sequence = accepted
         self._durable_sequence = max(durable, 0)
         while self._pending and self._pending[0].sequence <= accepted:
             chunk = self._pending.popleft()
             self._accepted += 1
+            self._accepted_steps += chunk.rows
             self._retained.append(chunk)
             self._retained_bytes += chunk.size
         while self._retained and self._retained[0].sequence <= self._durable_sequence:

@@ -26,11 +26,17 @@ class ShardProcess:
     """
 
     def __init__(
-        self, port: int, signature: Signature, workdir: Path, args: Sequence[str] = (), timeout: float = 60.0
+        self,
+        port: int,
+        signature: Signature,
+        workdir: Path,
+        args: Sequence[str] = (),
+        timeout: float = 60.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = port
-        self.address = f"127.0.0.1:{port}"
-        spec = workdir / f"signature-{port}.json"
+        self.address = f"{host}:{port}"
+        spec = workdir / "replay-signature.json"  # one per run directory, rewritten by each start
         spec.write_text(json.dumps(signature.to_mapping()))
         self.command = [
             sys.executable,
@@ -40,6 +46,8 @@ class ShardProcess:
             "serve",
             "--port",
             str(port),
+            "--host",
+            host,
             "--signature",
             str(spec),
             *args,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -36,6 +37,10 @@ log = logging.getLogger("graspfleet.replay")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ReplayShardService"].full_name
 ACCEPTED_SEQUENCE_KEY = "graspfleet-accepted-sequence"
 WRITER_ID_KEY = "graspfleet-writer-id"
+DRAIN_KEY = "graspfleet-drain"
+"""Metadata of a writer's last flush before it stops: from then on its chunks pass the rate limiter
+(they are few, bounded by its pending window), so stopping an actor waits for the network, not
+for the learner to catch up."""
 _KINDS = {pb.SAMPLE_KIND_TRANSITION: "transition", pb.SAMPLE_KIND_SEQUENCE: "sequence"}
 
 
@@ -86,6 +91,8 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
         self.checkpoints = 0
         self.restored_steps = 0
         self.blocked = {"insert": 0.0, "sample": 0.0}
+        self.draining: set[str] = set()
+        """Writers that announced their last flush."""
         self.changed = asyncio.Condition()
         self._checkpoint_lock = asyncio.Lock()
         self._evictions_reported = 0
@@ -131,6 +138,9 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
         self.blocked[side] += waited
         self.metrics.blocked.labels(side=side).inc(waited)
 
+    def _may_insert(self, writer: str) -> bool:
+        return writer in self.draining or self.limiter.can_insert()
+
     async def _notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
@@ -140,13 +150,17 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
     async def InsertStream(
         self, request_iterator: AsyncIterator[pb.TrajectoryChunk], context: grpc.aio.ServicerContext
     ) -> pb.InsertSummary:
-        writer = dict(context.invocation_metadata() or ()).get(WRITER_ID_KEY, "")
+        metadata = dict(context.invocation_metadata() or ())
+        writer = metadata.get(WRITER_ID_KEY, "")
+        if writer and metadata.get(DRAIN_KEY):
+            self.draining.add(writer)
+            await self._notify()  # its stream waiting on the limiter goes on
         accepted = steps = duplicates = 0
         async for message in request_iterator:
             writer = writer or message.writer_id
             try:
                 chunk = decode_chunk(message)
-                await self._wait("insert", self.limiter.can_insert)
+                await self._wait("insert", functools.partial(self._may_insert, writer))
                 result = self.table.insert(chunk)
             except InvalidChunk as exc:
                 self.metrics.rejected.labels(field=_field_of(str(exc))).inc()

@@ -53,9 +53,20 @@ def test_state_shards_actors_and_events(server: RedisServer) -> None:
     assert plane.desired_actors() == 6 and plane.desired_actors("arm") == 2
     with pytest.raises(ValueError):
         plane.set_desired_actors(-1)
+    assert plane.actor_counts() == {"desired": 6, "running": None, "draining": None}
+    plane.set_actor_counts(running=5, draining=1)
+    assert plane.actor_counts() == {"desired": 6, "running": 5, "draining": 1}
+    assert plane.actor_counts("arm") == {"desired": 2, "running": None, "draining": None}
     plane.append_event("promotion", {"from": "T0", "to": "T1", "weights_version": 12})
     events = plane.events()
     assert events[0]["kind"] == "promotion" and events[0]["to"] == "T1"
+    with pytest.raises(ValueError, match="kind"):  # a field may not overwrite the event's kind
+        plane.append_event("actors_scaled", {"kind": "sim"})
+    assert not plane.stop_requested()
+    plane.request_stop()
+    assert plane.stop_requested()
+    plane.clear_stop()
+    assert not plane.stop_requested()
 
 
 def test_commands_retry_through_a_redis_restart_and_aof_keeps_the_data(server: RedisServer) -> None:

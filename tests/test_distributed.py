@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
 from replay.client import HashRing
@@ -48,7 +50,6 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
     import os
     import signal
 
-    import pytest
     import ray
 
     # the run ends when the restart is seen (the budget is only a backstop): restarting a process
@@ -63,7 +64,7 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
         pass
 
     def progress(row: dict[str, float]) -> None:
-        actor = started[0].actors[0]
+        actor = started[0].fleet.members["actor-0"].handle
         if not killed:
             pid = ray.get(actor.pid.remote(), timeout=30)
             os.kill(pid, signal.SIGKILL)
@@ -111,15 +112,22 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert any(e["kind"] == "learner_resumed" for e in events)
 
 
-def test_weight_sync_latency_counts_a_version_once_every_actor_runs_it() -> None:
+def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it() -> None:
     from graspfleet.distributed import WeightSyncTracker
 
-    sync = WeightSyncTracker(actors=2)
+    sync = WeightSyncTracker(["actor-0", "actor-1"])
     sync.published(1, at=10.0)
     sync.published(2, at=11.0)
-    assert sync.adopted(0, 1, at=10.2) == []  # one of two actors
-    assert sync.adopted(1, 2, at=11.5) == [1.5]  # actor 1 jumped to 2: version 1 is everywhere now
-    assert sync.adopted(0, 2, at=11.25) == [0.5]
+    assert sync.adopted("actor-0", 1, at=10.2) == []  # one of two actors
+    assert sync.adopted("actor-1", 2, at=11.5) == [1.5]  # actor 1 jumped to 2: version 1 is everywhere now
+    assert sync.adopted("actor-0", 2, at=11.25) == [0.5]
     sync.published(3, at=12.0)
-    assert sync.adopted(0, 3, at=12.1) == [] and sync.pending.keys() == {3}
+    assert sync.adopted("actor-0", 3, at=12.1) == [] and sync.pending.keys() == {3}
     assert sync.latencies == [1.5, 0.5]
+    # actor-1 drains before it loads version 3: every actor left runs it, adopted at 12.1
+    assert sync.set_fleet(["actor-0"]) == [pytest.approx(0.1)]
+    # a new actor joins: a version completes only once it runs it too
+    sync.set_fleet(["actor-0", "actor-2"])
+    sync.published(4, at=13.0)
+    assert sync.adopted("actor-0", 4, at=13.1) == []
+    assert sync.adopted("actor-2", 4, at=13.4) == [pytest.approx(0.4)]
