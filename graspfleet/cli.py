@@ -220,7 +220,11 @@ def train(
     print_config: Annotated[bool, typer.Option("--print-config", help="Show the resolved config and exit.")] = False,
     shards: Annotated[int, typer.Option(min=1, help="Replay shards to start (distributed mode).")] = 2,
     redis: Annotated[
-        str | None, typer.Option(help="Redis URL of an existing control plane (default: a private one).")
+        str | None,
+        typer.Option(
+            envvar="GRASPFLEET_REDIS",
+            help="Redis URL of an existing control plane (default: a private one); may hold a password.",
+        ),
     ] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto (default: a local one).")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Port of the learner's /metrics endpoint.")] = None,
@@ -375,7 +379,9 @@ def evaluate_policy(
 RunDirOption = Annotated[
     Path | None, typer.Option(help="A run directory (its control_plane.json says where Redis is).")
 ]
-RedisOption = Annotated[str | None, typer.Option(help="Redis URL of the control plane (with --run).")]
+RedisOption = Annotated[
+    str | None, typer.Option(envvar="GRASPFLEET_REDIS", help="Redis URL of the control plane (with --run).")
+]
 RunOption = Annotated[str | None, typer.Option(help="Run name (with --redis).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

@@ -1,0 +1,109 @@
+"""The driver's actor fleet on a real local Ray cluster, with small stand-in actors (no simulator):
+scaling up with fresh ids, draining the newest first only after their queued calls return, and
+drains that fail or hang."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from graspfleet.fleet import ActorFleet, FleetEvent
+
+
+class Stepper:
+    """Counts its run calls; close() reports them as the steps it flushed."""
+
+    def __init__(self, close_behaviour: str = "flush") -> None:
+        self.steps = 0
+        self.close_behaviour = close_behaviour
+
+    def run(self, steps: int) -> dict[str, Any]:
+        time.sleep(0.02)
+        self.steps += steps
+        return {"env_steps": steps, "pid": os.getpid(), "node": "node-a"}
+
+    def close(self, timeout: float | None = None) -> dict[str, int]:
+        if self.close_behaviour == "fail":
+            raise RuntimeError("flush: shard did not accept 3 pending chunks in time")
+        if self.close_behaviour == "hang":
+            time.sleep(60)
+        return {"appended_steps": self.steps, "accepted_steps": self.steps}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _fleet(close_behaviour: str = "flush", close_timeout: float = 30.0) -> ActorFleet:
+    remote: Any = ray.remote(num_cpus=0)(Stepper)
+    return ActorFleet(lambda actor_id, index: remote.remote(close_behaviour), 5, close_timeout=close_timeout)
+
+
+def _poll_until(
+    fleet: ActorFleet, done: Any, seconds: float = 60
+) -> tuple[list[tuple[str, dict[str, Any]]], list[FleetEvent]]:
+    reports: list[tuple[str, dict[str, Any]]] = []
+    events: list[FleetEvent] = []
+    deadline = time.monotonic() + seconds
+    while not done(fleet, events):
+        assert time.monotonic() < deadline, events
+        reports += fleet.poll()
+        events += fleet.take_events()
+        time.sleep(0.01)
+    return reports, events
+
+
+def test_scaling_up_starts_fresh_ids_and_down_drains_the_newest_after_their_calls(local_ray: None) -> None:
+    fleet = _fleet()
+    try:
+        fleet.scale(3)
+        collected, events = _poll_until(fleet, lambda f, _: f.running == 3)
+        assert [e.kind for e in events].count("started") == 3 and {a for a, _ in collected} == {
+            "actor-0", "actor-1", "actor-2",
+        }  # fmt: skip
+        assert all(e.fields["node"] == "node-a" for e in events if e.kind == "running")
+        fleet.scale(1)
+        assert fleet.running == 1 and fleet.draining == 2  # draining ones no longer count as running
+        assert [e.actor_id for e in fleet.take_events()] == ["actor-2", "actor-1"]  # newest first
+        reports, events = _poll_until(fleet, lambda f, _: f.draining == 0)
+        collected += reports
+        drained = {e.actor_id: e.fields for e in events if e.kind == "drained"}
+        assert set(drained) == {"actor-1", "actor-2"}
+        # the flush came after every call the fleet handed out had returned: it holds all of them
+        for actor_id, flushed in drained.items():
+            steps = sum(report["env_steps"] for a, report in collected if a == actor_id)
+            assert flushed["appended_steps"] == flushed["accepted_steps"] == steps > 0
+        assert set(fleet.members) == {"actor-0"} and set(fleet.pending.values()) == {"actor-0"}
+        fleet.scale(2)
+        assert "actor-3" in fleet.members  # a new id, never a drained one's
+        with pytest.raises(ValueError, match="must be >= 0"):
+            fleet.scale(-1)
+    finally:
+        fleet.kill_all()
+
+
+@pytest.mark.parametrize(("behaviour", "kind"), [("fail", "drain_failed"), ("hang", "drain_timeout")])
+def test_a_drain_that_fails_or_hangs_still_ends_with_the_actor_gone(local_ray: None, behaviour: str, kind: str) -> None:
+    fleet = _fleet(behaviour, close_timeout=3.0)
+    try:
+        fleet.scale(1)
+        _poll_until(fleet, lambda f, _: f.running == 1)
+        handle = fleet.members["actor-0"].handle
+        fleet.scale(0)
+        _, events = _poll_until(fleet, lambda f, _: not f.members)
+        ended = [e for e in events if e.kind not in ("draining",)]
+        assert [e.kind for e in ended] == [kind]
+        if kind == "drain_failed":
+            assert "did not accept 3 pending chunks" in str(ended[0].fields["error"])
+        with pytest.raises(ray.exceptions.RayActorError):  # killed
+            ray.get(handle.run.remote(1), timeout=30)
+    finally:
+        fleet.kill_all()
