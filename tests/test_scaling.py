@@ -146,7 +146,16 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
                         break
                     time.sleep(0.25)
                 served = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-                phases.append({"updates": updates, "running": counts["running"] or 0, "served": _gauge(served)})
+                targets = json.loads((tmp_path / "prometheus-targets" / "run.json").read_text())
+                ray_nodes = next(len(g["targets"]) for g in targets if g["labels"]["component"] == "ray")
+                phases.append(
+                    {
+                        "updates": updates,
+                        "running": counts["running"] or 0,
+                        "served": _gauge(served),
+                        "nodes": ray_nodes,
+                    }
+                )
                 commands.append(_graspfleet(*then, "--run-dir", str(run_dir), log=tmp_path / f"{then[-1]}.log"))
             driver.wait(300)
         finally:
@@ -158,6 +167,7 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
     assert all(code == 0 for code, _ in outputs), outputs
     assert "1 running of 1 desired" in outputs[1][1]  # `scale 1 --wait` saw the drain finish
     assert [p["running"] for p in phases] == [2, 6, 1] == [p["served"] for p in phases]  # graspfleet_actors_running
+    assert all(p["nodes"] == 2 for p in phases)  # both nodes' metrics agents are Prometheus targets
     # the learner never stopped: it updated in every phase and was never silent for long
     assert max(b - a for a, b in itertools.pairwise(update_times)) < 60
 
