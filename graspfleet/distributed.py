@@ -359,22 +359,22 @@ def train_distributed(
         if curriculum is not None:
             evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(plain, redis_url, plane.run)
             stack.callback(lambda: ray.kill(evaluator))
-        requested: list[int | None] = [None]  # the count resources were last requested for
+        resources_requested_for: int | None = None  # the actor count of the last request_resources
         stopping = False
 
         def reconcile() -> None:
             """Scale the fleet to the desired count; ask the autoscaler for the resources it needs;
             list new Ray nodes for Prometheus; notice a stop request."""
-            nonlocal ray_endpoints, stopping
+            nonlocal ray_endpoints, resources_requested_for, stopping
             if plane.stop_requested():
                 stopping = True
                 return
             desired = plane.desired_actors(ACTOR_KIND)
             desired = config.actors if desired is None else desired
             fleet.scale(desired)
-            if config.actor_resource and requested[0] != desired:
+            if config.actor_resource and resources_requested_for != desired:
                 request_resources(bundles=[{config.actor_resource: 1.0}] * desired)
-                requested[0] = desired
+                resources_requested_for = desired
             endpoints = ray_metrics_endpoints()
             if endpoints != ray_endpoints:
                 ray_endpoints = endpoints

@@ -114,9 +114,10 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
     update_times: list[float] = []
     """When the learner's update count was seen to grow."""
     with loopback_cluster(monkeypatch) as address:
-        # the documented path: the driver joins the cluster (its shards and Redis on loopback here)
+        # the documented path: the driver joins the cluster; its Redis (with a generated password),
+        # shards and /metrics bind the address Ray knows its node by, where the workers reach them
         driver = _graspfleet(
-            "train", "--address", address, "--host", "127.0.0.1", "--run-dir", str(run_dir),
+            "train", "--address", address, "--run-dir", str(run_dir),
             "--metrics-port", str(metrics_port), *overrides, log=tmp_path / "train.log",
         )  # fmt: skip
         try:
@@ -124,7 +125,9 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
             while not (run_dir / "control_plane.json").is_file():
                 assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log").read_text()
                 time.sleep(0.5)
-            plane = ControlPlane(json.loads((run_dir / "control_plane.json").read_text())["redis_url"], "run")
+            redis_url = json.loads((run_dir / "control_plane.json").read_text())["redis_url"]
+            assert redis_url.startswith("redis://:") and f"@{HEAD_IP}:" in redis_url  # off loopback: a password
+            plane = ControlPlane(redis_url, "run")
             updates = 0.0
             for target, then in (
                 (2, ("actors", "scale", "6")),
@@ -145,7 +148,7 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
                     ):
                         break
                     time.sleep(0.25)
-                served = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+                served = urllib.request.urlopen(f"http://{HEAD_IP}:{metrics_port}/metrics", timeout=5).read().decode()
                 targets = json.loads((tmp_path / "prometheus-targets" / "run.json").read_text())
                 ray_nodes = next(len(g["targets"]) for g in targets if g["labels"]["component"] == "ray")
                 phases.append(
