@@ -259,7 +259,8 @@ def train(
         print(yaml.safe_dump(to_mapping(config), sort_keys=False))
         return
     directory = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    mode = "--serial" if serial else f"({config.actors} actors × {config.cells} cells, {shards} shards)"
+    shard_count = f"{len(replay)} running shards" if replay else f"{shards} shards"
+    mode = "--serial" if serial else f"({config.actors} actors × {config.cells} cells, {shard_count})"
     console.print(
         f"[bold]graspfleet train[/] {mode} tier [cyan]{config.tier}[/], {config.env_steps:,} env steps → {directory}"
     )
