@@ -560,6 +560,11 @@ def actors_scale(
     except Exception as exc:
         raise _fail(f"control plane not reachable: {exc}") from None
     console.print(f"run {plane.run}: desired {kind} actors {before} → {count}")
+    status = plane.state().get("status")
+    if status != "training":
+        console.print(f"[yellow]the run is {status or 'not started'}[/]: the count applies when it runs again")
+        if wait > 0:
+            raise _fail("nothing to wait for: no driver is reconciling this run")
     if wait <= 0:
         return
     deadline = time.monotonic() + wait

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,36 @@ def test_new_versions_are_announced_and_a_broken_subscription_recovers(server: R
     while (newest := notices.newest()) is None and time.monotonic() < deadline:
         pass
     assert newest == 5
+
+
+def test_actors_scale_and_stop_from_the_cli(server: RedisServer, tmp_path: Path) -> None:
+    """The operator's verbs against a real control plane: no driver runs, so the count is stored and
+    waiting for it is refused; unknown kinds are refused; status and the event stream show it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from graspfleet.cli import app
+
+    (tmp_path / "control_plane.json").write_text(json.dumps({"redis_url": server.url, "run": "ops"}))
+    runner = CliRunner()
+    scaled = runner.invoke(app, ["actors", "scale", "3", "--run-dir", str(tmp_path)])
+    assert scaled.exit_code == 0, scaled.output
+    assert "desired sim actors None → 3" in scaled.output and "not started" in scaled.output
+    plane = ControlPlane(server.url, "ops")
+    assert plane.desired_actors() == 3
+    waited = runner.invoke(app, ["actors", "scale", "4", "--run-dir", str(tmp_path), "--wait", "5"])
+    assert waited.exit_code == 2 and "nothing to wait for" in waited.output
+    refused = runner.invoke(app, ["actors", "scale", "2", "--kind", "arm", "--run-dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "reconcile only sim" in refused.output
+    assert plane.desired_actors("arm") is None
+    negative = runner.invoke(app, ["actors", "scale", "-1", "--run-dir", str(tmp_path)])
+    assert negative.exit_code != 0 and plane.desired_actors() == 4
+    plane.set_actor_counts(running=3, draining=1)
+    status = runner.invoke(app, ["status", "--run-dir", str(tmp_path), "--json"])
+    assert json.loads(status.output)["actors"] == {"sim": {"desired": 4, "running": 3, "draining": 1}}
+    assert runner.invoke(app, ["stop", "--run-dir", str(tmp_path)]).exit_code == 0
+    assert plane.stop_requested()
+    scaled_events = [e for e in plane.events() if e["kind"] == "actors_scaled"]
+    assert [(e["from"], e["to"]) for e in scaled_events] == [("unset", "3"), ("3", "4")]
+    assert plane.events()[-1]["kind"] == "stop_requested"
