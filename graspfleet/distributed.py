@@ -4,9 +4,11 @@
 
 - Redis: a private ``redis-server`` in the run directory unless ``redis_url`` is given;
 - Ray: a local cluster unless ``address`` is given; actors are ``ActorWorker``s made remote with
-  ``max_restarts=-1``, so an actor that dies is restarted and streams again;
-- replay: ``shards`` shard processes on loopback, registered in the control plane, whose rate
-  limiters hold the update-to-data ratio ``updates_per_step``;
+  ``max_restarts=-1``, so an actor that dies is restarted and streams again; their count follows
+  the control plane's desired count (``graspfleet actors scale``): an ``ActorFleet`` starts actors
+  or drains them, each flushing its trajectories before it stops;
+- replay: ``shards`` shard processes (or the running ones ``replay`` names), registered in the
+  control plane, whose rate limiters hold the update-to-data ratio ``updates_per_step``;
 - the learner runs in this process: it samples from every shard (fan-in with prefetch) and from
   the expert demonstrations, updates, and publishes each ``publish_every``-th version to Redis,
   announcing it so actors load it at their next step (weight sync is measured); every
