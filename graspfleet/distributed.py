@@ -366,8 +366,8 @@ def train_distributed(
 
         def reconcile() -> None:
             """Scale the fleet to the desired count; ask the autoscaler for the resources it needs;
-            list new Ray nodes for Prometheus; notice a stop request."""
-            nonlocal ray_endpoints, resources_requested_for, stopping
+            notice a stop request."""
+            nonlocal resources_requested_for, stopping
             if plane.stop_requested():
                 stopping = True
                 return
@@ -377,14 +377,20 @@ def train_distributed(
             if config.actor_resource and resources_requested_for != desired:
                 request_resources(bundles=[{config.actor_resource: 1.0}] * desired)
                 resources_requested_for = desired
-            endpoints = ray_metrics_endpoints()
-            if endpoints != ray_endpoints:
-                ray_endpoints = endpoints
-                prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
             metrics.actors_desired.labels(kind=ACTOR_KIND).set(desired)
 
-        def record_fleet_events() -> None:
+        def collect() -> None:
+            """Take the actors' finished reports and the fleet's lifecycle changes."""
+            nonlocal ray_endpoints
+            for actor_id, report in fleet.poll():
+                record_report(actor_id, report)
             events = fleet.take_events()
+            if any(event.kind == "running" for event in events):
+                # an actor may run on a node the autoscaler just added: list its metrics agent
+                endpoints = ray_metrics_endpoints()
+                if endpoints != ray_endpoints:
+                    ray_endpoints = endpoints
+                    prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
             for event in events:
                 metrics.actor_lifecycle.labels(kind=ACTOR_KIND, event=event.kind).inc()
                 plane.append_event(f"actor_{event.kind}", {"actor": event.actor_id, **event.fields})
@@ -443,9 +449,7 @@ def train_distributed(
                 if time.perf_counter() - reconciled >= config.reconcile_seconds:
                     reconcile()
                     reconciled = time.perf_counter()
-                for actor_id, report in fleet.poll():
-                    record_report(actor_id, report)
-                record_fleet_events()
+                collect()
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
                     with contextlib.suppress(
                         ray.exceptions.RayError
@@ -497,9 +501,7 @@ def train_distributed(
             fleet.scale(0)
             deadline = time.perf_counter() + config.drain_timeout
             while fleet.members and time.perf_counter() < deadline:
-                for actor_id, report in fleet.poll():
-                    record_report(actor_id, report)
-                record_fleet_events()
+                collect()
                 time.sleep(0.02)
             replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
             plane.set_state(status="stopped" if stopping else "finished")

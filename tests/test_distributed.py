@@ -9,10 +9,9 @@ import pytest
 
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
-from replay.client import HashRing
+from replay.client import HashRing, shard_info
 
 from .conftest import small_train_config
-from .test_replay_service import _info
 
 
 def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> None:
@@ -23,7 +22,7 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
 
     def progress(row: dict[str, float]) -> None:
         run = started[0]
-        seen["sizes"] = {s.address: _info(s.address).size for s in run.shards}
+        seen["sizes"] = {s.address: shard_info(s.address).size for s in run.shards}
         seen["metrics"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         seen["actor_versions"] = row["actor_versions"]
 

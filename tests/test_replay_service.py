@@ -17,7 +17,15 @@ from scipy import stats
 from graspfleet.ports import free_port
 from graspfleet.replay.v1 import replay_pb2 as pb
 from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
-from replay.client import HashRing, InvalidTrajectory, ReplaySampler, ReplayUnavailable, ReplayWriter, channel
+from replay.client import (
+    HashRing,
+    InvalidTrajectory,
+    ReplaySampler,
+    ReplayUnavailable,
+    ReplayWriter,
+    channel,
+    shard_info,
+)
 from replay.config import ShardConfig
 from replay.process import ShardProcess
 from replay.server import SERVICE_NAME, ShardThread
@@ -142,7 +150,7 @@ def test_sampling_waits_for_the_minimum_size() -> None:
             with ReplayWriter([server.address], "w", chunk_length=10) as writer:
                 _write_episode(writer, 0, 30)
             assert sampler.sample(timeout=10).columns["obs"].shape == (4, 3)
-        info = _info(server.address)
+        info = shard_info(server.address)
         assert info.rate_limiter_sample_blocked_seconds >= 0.9
     finally:
         server.stop()
@@ -156,23 +164,17 @@ def test_inserts_wait_when_the_learner_falls_behind() -> None:
         _write_episode(writer, 0, 79)  # 80 steps: the ratio allows ~30 before the learner samples
         with pytest.raises(ReplayUnavailable, match="did not accept"):
             writer.flush(timeout=1.5)
-        held = _info(server.address).size
+        held = shard_info(server.address).size
         assert held < 80
         with ReplaySampler([server.address], batch_size=10) as sampler:
             for _ in range(8):
                 sampler.sample(timeout=10)
             writer.flush(timeout=20)
-        info = _info(server.address)
+        info = shard_info(server.address)
         assert info.size == 80 and info.rate_limiter_insert_blocked_seconds > 1.0
         writer.close()
     finally:
         server.stop()
-
-
-def _info(address: str) -> pb.ShardInfo:
-    with channel(address) as ch:
-        # wait_for_ready: a channel to a shard that just restarted may still be in reconnect backoff
-        return pb_grpc.ReplayShardServiceStub(ch).Info(pb.InfoRequest(), timeout=10, wait_for_ready=True)
 
 
 def _bad_chunk(kind: str, sequence: int) -> pb.TrajectoryChunk:
@@ -245,7 +247,7 @@ def test_bad_input_is_refused_by_name_while_others_keep_writing(kind: str, field
                 "reward": np.ones(2, np.float32),
             }.items():
                 encode(array, good.columns.add(name=name).tensor)
-            before = _info(server.address).size
+            before = shard_info(server.address).size
             with pytest.raises(grpc.RpcError) as caught:
                 stub.InsertStream(iter([good, _bad_chunk(kind, 2)]), timeout=10)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -253,10 +255,10 @@ def test_bad_input_is_refused_by_name_while_others_keep_writing(kind: str, field
             assert __import__("re").search(field, caught.value.details()), caught.value.details()
             metadata = dict(caught.value.trailing_metadata())
             assert metadata["graspfleet-accepted-sequence"] == "2"  # handled through the refused chunk
-            assert _info(server.address).size >= before + 2
+            assert shard_info(server.address).size >= before + 2
         stop.set()
         thread.join(30)
-        info = _info(server.address)
+        info = shard_info(server.address)
         assert info.size == written[0] + 2  # everything the good writer sent, plus the accepted good chunk
         assert info.rejected_chunks == 1
     finally:
@@ -274,7 +276,7 @@ def test_messages_over_the_transport_limit_are_refused_and_the_shard_keeps_servi
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         with ReplayWriter([server.address], "w", chunk_length=4, max_message_bytes=64 * 1024) as writer:
             _write_episode(writer, 0, 8)
-        assert _info(server.address).size == 9
+        assert shard_info(server.address).size == 9
     finally:
         server.stop()
 
@@ -323,7 +325,7 @@ def test_health_reflection_and_writers_spread_over_shards() -> None:
         for k, name in enumerate(chosen):
             with ReplayWriter(addresses, name, chunk_length=4) as writer:
                 _write_episode(writer, 0, 3, episode=k)
-        sizes = [_info(a).size for a in addresses]
+        sizes = [shard_info(a).size for a in addresses]
         assert sizes == [4 * sum(ring.shard_for(n) == a for n in chosen) for a in addresses]  # where hashed
         assert sum(sizes) == 48 and all(s > 0 for s in sizes)
         with ReplaySampler(addresses, batch_size=8) as sampler:
@@ -379,7 +381,7 @@ def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(
             total += 16
         writer.flush()
         deadline = time.monotonic() + 20
-        while writer.stats().durable_sequence == 0 or _info(address).checkpoints == 0:
+        while writer.stats().durable_sequence == 0 or shard_info(address).checkpoints == 0:
             assert time.monotonic() < deadline, "no checkpoint was taken"
             time.sleep(0.1)
             writer.flush()
@@ -393,10 +395,10 @@ def test_a_killed_shard_restores_its_checkpoint_and_writers_resend_what_it_lost(
             _write_episode(writer, 0, 15, episode=episode)
             total += 16
         shard.restart()
-        restored = _info(address).restored_steps
+        restored = shard_info(address).restored_steps
         assert 0 < restored < total
         writer.flush(timeout=60)
-        info = _info(address)
+        info = shard_info(address)
         stats = writer.stats()
         assert info.size == total == stats.appended_steps  # the counts add up: nothing lost
         assert stats.resent_chunks > 0 and stats.unprotected_chunks == 0
