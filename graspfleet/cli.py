@@ -365,6 +365,7 @@ def evaluate_policy(
                     "success_rate": result.success_rate,
                     "ci95": [low, high],
                     "outcomes": result.outcomes,
+                    "timeouts": result.timeouts,
                     "mean_return": result.mean_return,
                 }
             )
@@ -372,7 +373,8 @@ def evaluate_policy(
         return
     console.print(
         f"weights v{result.weights_version} on {tier}: success {result.success_rate:.1%} "
-        f"(95 % CI {low:.1%}–{high:.1%}) over {episodes} episodes; outcomes {result.outcomes}; "
+        f"(95 % CI {low:.1%}–{high:.1%}) over {episodes} episodes; episodes with each outcome {result.outcomes}, "
+        f"timeouts {result.timeouts}; "
         f"mean return {result.mean_return:.2f}"
     )
 

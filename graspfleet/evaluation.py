@@ -21,6 +21,9 @@ class Evaluation:
     episodes: int
     weights_version: int
     outcomes: dict[str, int]
+    """Episodes in which each outcome happened; they overlap (a success may follow a slip)."""
+    timeouts: int
+    """Episodes that ran out of steps without success, collision or falling."""
     success_rate: float
     interval: tuple[float, float]
     mean_return: float
@@ -45,17 +48,20 @@ def evaluate(
     obs, _ = env.reset(seed=seed)
     counts = dict.fromkeys(OUTCOMES, 0)
     returns: list[float] = []
+    timeouts = 0
     while len(returns) < episodes:
         actions, _ = policy.act(obs, deterministic=True)
         obs, _, terminated, truncated, info = env.step(actions)
         for i in np.flatnonzero(terminated | truncated)[: episodes - len(returns)]:
             returns.append(float(info["episode_return"][i]))
+            timeouts += int(truncated[i])
             for name in OUTCOMES:
                 counts[name] += int(info[f"outcome_{name}"][i])
     return Evaluation(
         episodes=episodes,
         weights_version=policy.version,
         outcomes=counts,
+        timeouts=timeouts,
         success_rate=counts["success"] / episodes,
         interval=wilson_interval(counts["success"], episodes),
         mean_return=float(np.mean(returns)),

@@ -234,7 +234,7 @@ def evaluation_row(
         "ci_high": round(result.interval[1], 4),
         "mean_return": round(result.mean_return, 3),
         **{f"{name}_rate": count / result.episodes for name, count in result.outcomes.items() if name != "success"},
-        "timeout_rate": (result.episodes - sum(result.outcomes.values())) / result.episodes,
+        "timeout_rate": result.timeouts / result.episodes,
     }
 
 
