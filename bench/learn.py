@@ -9,9 +9,11 @@ updates the deterministic policy is evaluated on ``--episodes`` fresh episodes. 
 there), or stops at the time budget.
 
 Prints, as its last line, JSON with the wall-clock seconds and environment steps to the target
-(null when it was not reached), the evaluations after it, and the final success rate with its
-Wilson interval. The run
-directory gets metrics.csv, evaluations.csv and training_curves.png.
+(null when it was not reached), the evaluations after it, the final success rate with its
+Wilson interval, and the best-evaluated policy (the run's ``best_policy.safetensors``)
+re-evaluated on ``--fresh-episodes`` episodes it was not selected on, since the best of many
+noisy evaluations overstates its own policy. The run directory gets metrics.csv,
+evaluations.csv, best_policy.* and training_curves.png.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from graspfleet.config import load  # noqa: E402
+from graspfleet.evaluation import evaluate  # noqa: E402
+from graspfleet.sim.tiers import get_tier  # noqa: E402
 from graspfleet.training import TrainConfig, train_serial  # noqa: E402
 
 
@@ -39,6 +43,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9, help="evaluation success to reach")
     parser.add_argument("--after-target", type=int, default=4, help="evaluations to run once it is reached")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per evaluation")
+    parser.add_argument("--fresh-episodes", type=int, default=200, help="episodes re-evaluating the best policy")
     parser.add_argument("--evaluate-every", type=int, default=750, help="learner updates between evaluations")
     parser.add_argument("--updates-per-step", type=float, default=TrainConfig.updates_per_step)
     parser.add_argument("--demonstrations", type=int, default=TrainConfig.demonstrations)
@@ -87,6 +92,25 @@ def main() -> None:
     with contextlib.suppress(TargetReached):
         train_serial(config, args.run_dir, on_progress=show)
     seconds = time.perf_counter() - start
+    best = None
+    if (args.run_dir / "best_policy.json").exists():
+        selected = json.loads((args.run_dir / "best_policy.json").read_text())
+        fresh = evaluate(
+            args.run_dir / "best_policy.safetensors",
+            config.cell,
+            get_tier(args.tier),
+            args.fresh_episodes,
+            seed=config.seed + 30_000,  # the run's evaluations use seed + 20,000
+            network=config.network,
+            action=config.action,
+        )
+        best = {
+            "updates": int(selected["updates"]),
+            "selected_success_rate": selected["success_rate"],
+            "fresh_success_rate": fresh.success_rate,
+            "fresh_interval": [round(v, 4) for v in fresh.interval],
+            "fresh_episodes": args.fresh_episodes,
+        }
     first = next((i for i, e in enumerate(evaluations) if e["success_rate"] >= args.target), None)
     reached = evaluations[first] if first is not None else None
     final = evaluations[-1] if evaluations else None
@@ -103,6 +127,7 @@ def main() -> None:
                 "demonstration_episodes": config.demonstrations,
                 "final_success_rate": final["success_rate"] if final else None,
                 "final_interval": [final["ci_low"], final["ci_high"]] if final else None,
+                "best_policy": best,
                 "evaluation_episodes": args.episodes,
                 "seconds": round(seconds, 1),
                 "env_steps": int(final["env_steps"]) if final else 0,

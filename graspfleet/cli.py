@@ -319,6 +319,12 @@ def train(
         f"{report.successes}/{report.episodes} successful episodes in {report.seconds:.0f} s; final policy in "
         f"{directory / 'policy.safetensors'}"
     )
+    if report.best_evaluation is not None:
+        best = report.best_evaluation
+        console.print(
+            f"best evaluated policy (success {best['success_rate']:.0%} on {TIER_ORDER[int(best['tier_index'])]} "
+            f"after {best['updates']:,.0f} updates) in {directory / 'best_policy.safetensors'}"
+        )
 
 
 @app.command("eval")

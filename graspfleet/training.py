@@ -149,6 +149,8 @@ class TrainReport:
     """Control steps of the expert episodes the learner was given (not in ``env_steps``)."""
     evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)
     """One row per evaluation: seconds, env_steps, updates, weights_version, success_rate, ci_low, ci_high."""
+    best_evaluation: dict[str, float] | None = None
+    """The evaluation of the policy kept as ``best_policy.safetensors`` (None without evaluations)."""
     weight_sync_seconds: list[float] = dataclasses.field(default_factory=list)
     """Distributed runs: per fully adopted version, publication → every actor running it."""
     replay_inserted_steps: int = 0
@@ -323,6 +325,40 @@ class Progress:
         self.log.close()
 
 
+class BestPolicy:
+    """The best-evaluated policy of a run, kept next to the latest one.
+
+    SAC's deterministic policy does not improve monotonically (on T0 successive evaluations
+    swing by 10–30 points, README), so the policy to deploy is the best one an evaluation saw,
+    not whatever the last update left. Best means the highest tier, then the highest success
+    rate; a tie keeps the earlier policy. With a run directory the policy goes to
+    ``best_policy.safetensors`` (weights with their version) and its evaluation row to
+    ``best_policy.json``, both replaced atomically.
+    """
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir = run_dir
+        self.evaluation: dict[str, float] | None = None
+
+    def offer(self, blob: bytes, evaluation: Mapping[str, float]) -> bool:
+        """Keep ``blob`` if its evaluation beats the best so far; returns whether it did."""
+        if self.evaluation is not None and (evaluation["tier_index"], evaluation["success_rate"]) <= (
+            self.evaluation["tier_index"],
+            self.evaluation["success_rate"],
+        ):
+            return False
+        self.evaluation = dict(evaluation)
+        if self.run_dir is not None:
+            for name, data in (
+                ("best_policy.safetensors", blob),
+                ("best_policy.json", json.dumps(self.evaluation, indent=2).encode()),
+            ):
+                staging = self.run_dir / f".{name}.writing"
+                staging.write_bytes(data)
+                staging.replace(self.run_dir / name)
+        return True
+
+
 class JsonLines:
     """Records appended to a JSON-lines file (the run directory's audit trail)."""
 
@@ -390,6 +426,7 @@ def train_serial(
         run_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(None if run_dir is None else run_dir / "metrics.csv", config.success_window, start)
     evaluations = CsvLog(None if run_dir is None else run_dir / "evaluations.csv")
+    best = BestPolicy(run_dir)
     pending_updates = 0.0
     last: dict[str, float] = {}
 
@@ -461,6 +498,7 @@ def train_serial(
                     blob = serialize(learner.policy_tensors(), version)
                     tier = config.tier if curriculum is None else curriculum.tier
                     evaluations.append(evaluation_row(config, blob, start, env_steps(), learner.updates, version, tier))
+                    best.offer(blob, evaluations.rows[-1])
                     if on_progress is not None:
                         on_progress({f"eval_{k}": v for k, v in evaluations.rows[-1].items()})
                 if curriculum is not None and curriculum.validation_due(learner.updates):
@@ -488,4 +526,5 @@ def train_serial(
         metrics_path=None if run_dir is None else run_dir / "metrics.csv",
         demonstration_steps=demonstrations.steps,
         evaluations=evaluations.rows,
+        best_evaluation=best.evaluation,
     )

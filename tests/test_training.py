@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,31 @@ def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -
     rows = list(csv.DictReader((tmp_path / "run" / "evaluations.csv").open()))
     assert len(rows) == len(report.evaluations)
     assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the kept policy is the first of the best-evaluated ones, and it loads as weights
+    best = max(report.evaluations, key=lambda e: e["success_rate"])
+    assert report.best_evaluation == best
+    assert json.loads((tmp_path / "run" / "best_policy.json").read_text())["updates"] == best["updates"]
+    assert deserialize((tmp_path / "run" / "best_policy.safetensors").read_bytes()).version == best["weights_version"]
+
+
+def test_best_policy_keeps_the_highest_tier_then_the_highest_success(tmp_path: Path) -> None:
+    from graspfleet.training import BestPolicy
+
+    best = BestPolicy(tmp_path)
+
+    def row(tier: int, success: float, updates: int) -> dict[str, float]:
+        return {"tier_index": tier, "success_rate": success, "updates": updates}
+
+    assert best.offer(b"a", row(0, 0.5, 1))
+    assert not best.offer(b"b", row(0, 0.4, 2))
+    assert not best.offer(b"c", row(0, 0.5, 3))  # a tie keeps the earlier policy
+    assert best.offer(b"d", row(0, 0.9, 4))
+    assert best.offer(b"e", row(1, 0.2, 5))  # a higher tier beats any rate on a lower one
+    assert not best.offer(b"f", row(0, 1.0, 6))
+    assert best.evaluation == row(1, 0.2, 5)
+    assert (tmp_path / "best_policy.safetensors").read_bytes() == b"e"
+    assert json.loads((tmp_path / "best_policy.json").read_text())["updates"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_policy.json", "best_policy.safetensors"]
 
 
 def test_progress_success_rate_covers_the_recent_episodes_not_the_whole_run() -> None:
