@@ -49,12 +49,14 @@ from graspfleet.sim.batch import OUTCOMES
 from graspfleet.sim.tiers import TIER_ORDER
 from graspfleet.spec import observation_spec
 from graspfleet.training import (
+    BestPolicy,
     DemonstrationBatches,
     JsonLines,
     Progress,
     TrainConfig,
     TrainReport,
     make_learner,
+    validation_row,
 )
 from learner import checkpoint as learner_checkpoint
 from learner.curriculum import EpisodeOutcome, ValidationResult
@@ -358,6 +360,8 @@ def train_distributed(
             plane.set_desired_actors(config.actors, ACTOR_KIND)
         evaluator: Any = None
         validating: Any = None
+        validation_request = (config.tier, 0)
+        best = BestPolicy(run_dir, resume=resumed >= 0)
         if curriculum is not None:
             evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(plain, redis_url, plane.run)
             stack.callback(lambda: ray.kill(evaluator))
@@ -437,6 +441,19 @@ def train_distributed(
         """actor id → the weights version it last reported running"""
         pids: dict[str, int] = {}
         last: dict[str, float] = {}
+
+        def record_validation() -> None:
+            """Hand the finished validation to the curriculum and offer its policy as the best."""
+            nonlocal validating
+            with contextlib.suppress(ray.exceptions.RayError):  # its actor died: the next one is due on schedule
+                assert curriculum is not None
+                result = ValidationResult(**ray.get(validating))
+                curriculum.record_validation(result, now())
+                validated = plane.fetch_weights(result.weights_version)
+                if validated is not None:
+                    best.offer(validated[1], validation_row(result, *validation_request))
+            validating = None
+
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
         reconciled = -math.inf
         replay_inserted_steps = 0
@@ -451,12 +468,7 @@ def train_distributed(
                     reconciled = time.perf_counter()
                 collect()
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
-                    with contextlib.suppress(
-                        ray.exceptions.RayError
-                    ):  # a lost validation (its actor died): the next one is due on schedule
-                        assert curriculum is not None
-                        curriculum.record_validation(ValidationResult(**ray.get(validating)), now())
-                    validating = None
+                    record_validation()
                 if env_steps < config.min_replay:
                     time.sleep(0.05)
                     continue
@@ -482,6 +494,7 @@ def train_distributed(
                 if curriculum is not None and validating is None and curriculum.validation_due(learner.updates):
                     curriculum.validation_requested(learner.updates)
                     validating = evaluator.validate.remote(version, curriculum.tier, curriculum.generation)
+                    validation_request = (curriculum.tier, learner.updates)
                 if learner.updates % config.publish_every == 0:
                     publish()
                     plane.set_state(weights_version=version, updates=learner.updates, env_steps=env_steps)
@@ -497,11 +510,14 @@ def train_distributed(
                     )
                     if on_progress is not None:
                         on_progress(row)
-            # the end: every actor flushes what it streamed before it stops
+            # the end: every actor flushes what it streamed before it stops, and a validation
+            # under way finishes (the policy it validates may be the run's best)
             fleet.scale(0)
             deadline = time.perf_counter() + config.drain_timeout
-            while fleet.members and time.perf_counter() < deadline:
+            while (fleet.members or validating is not None) and time.perf_counter() < deadline:
                 collect()
+                if validating is not None and ray.wait([validating], timeout=0)[0]:
+                    record_validation()
                 time.sleep(0.02)
             replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
             plane.set_state(status="stopped" if stopping else "finished")
@@ -538,4 +554,5 @@ def train_distributed(
         demonstration_steps=demonstrations.steps,
         weight_sync_seconds=sync.latencies,
         replay_inserted_steps=replay_inserted_steps,
+        best_evaluation=best.evaluation,
     )

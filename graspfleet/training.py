@@ -329,16 +329,19 @@ class BestPolicy:
     """The best-evaluated policy of a run, kept next to the latest one.
 
     SAC's deterministic policy does not improve monotonically (on T0 successive evaluations
-    swing by 10–30 points, README), so the policy to deploy is the best one an evaluation saw,
-    not whatever the last update left. Best means the highest tier, then the highest success
-    rate; a tie keeps the earlier policy. With a run directory the policy goes to
-    ``best_policy.safetensors`` (weights with their version) and its evaluation row to
-    ``best_policy.json``, both replaced atomically.
+    swing by 10–30 points, README), so the policy to deploy is the best one an evaluation or a
+    curriculum validation saw, not whatever the last update left. Best means the highest tier,
+    then the highest success rate; a tie keeps the earlier policy. With a run directory the
+    policy goes to ``best_policy.safetensors`` (weights with their version) and its evaluation
+    row to ``best_policy.json``, both replaced atomically; ``resume`` starts from the best a
+    previous run on the directory kept.
     """
 
-    def __init__(self, run_dir: Path | None) -> None:
+    def __init__(self, run_dir: Path | None, resume: bool = False) -> None:
         self.run_dir = run_dir
         self.evaluation: dict[str, float] | None = None
+        if resume and run_dir is not None and (run_dir / "best_policy.json").is_file():
+            self.evaluation = json.loads((run_dir / "best_policy.json").read_text())
 
     def offer(self, blob: bytes, evaluation: Mapping[str, float]) -> bool:
         """Keep ``blob`` if its evaluation beats the best so far; returns whether it did."""
@@ -368,6 +371,18 @@ class JsonLines:
     def append(self, kind: str, fields: Mapping[str, str | int | float]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **fields}) + "\n")
+
+
+def validation_row(result: ValidationResult, tier: str, updates: int) -> dict[str, float]:
+    """A curriculum validation of the policy after ``updates`` updates, as :class:`BestPolicy` rows it."""
+    return {
+        "tier_index": TIER_ORDER.index(tier),
+        "updates": updates,
+        "weights_version": result.weights_version,
+        "success_rate": result.success_rate,
+        "collision_rate": result.collision_rate,
+        "episodes": result.episodes,
+    }
 
 
 def validate(config: TrainConfig, blob: bytes, tier: str, generation: int, version: int) -> ValidationResult:
@@ -504,8 +519,10 @@ def train_serial(
                 if curriculum is not None and curriculum.validation_due(learner.updates):
                     curriculum.validation_requested(learner.updates)
                     blob = weights.versions[version]
-                    result = validate(config, blob, curriculum.tier, curriculum.generation, version)
+                    tier = curriculum.tier
+                    result = validate(config, blob, tier, curriculum.generation, version)
                     curriculum.record_validation(result, now())
+                    best.offer(blob, validation_row(result, tier, learner.updates))
     finally:
         # also on Ctrl-C: what was learned so far is written out
         for actor in actors:

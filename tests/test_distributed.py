@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from pathlib import Path
 
@@ -9,13 +10,22 @@ import pytest
 
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
+from learner.curriculum import CurriculumConfig
+from learner.weights import deserialize
 from replay.client import HashRing, shard_info
 
 from .conftest import small_train_config
 
 
 def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> None:
-    config = small_train_config(cells=4, actors=2, env_steps=1200, batch_size=32, min_replay=160)
+    config = small_train_config(
+        cells=4,
+        actors=2,
+        env_steps=1200,
+        batch_size=32,
+        min_replay=160,
+        curriculum=CurriculumConfig(validate_every=10, validation_episodes=2),
+    )
     port = free_port()
     started: list[DistributedRun] = []
     seen: dict[str, object] = {"sizes": {}, "metrics": ""}
@@ -43,6 +53,10 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     assert report.weight_sync_seconds and all(0 <= s < 30 for s in report.weight_sync_seconds)
     assert (tmp_path / "run" / "policy.safetensors").is_file()
     assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the curriculum's validations choose the best policy, kept with the version they validated
+    best = json.loads((tmp_path / "run" / "best_policy.json").read_text())
+    assert report.best_evaluation == best and best["episodes"] == 2 and 0 < best["updates"] <= report.updates
+    assert deserialize((tmp_path / "run" / "best_policy.safetensors").read_bytes()).version == best["weights_version"]
 
 
 def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
