@@ -450,8 +450,15 @@ def train_distributed(
                 result = ValidationResult(**ray.get(validating))
                 curriculum.record_validation(result, now())
                 validated = plane.fetch_weights(result.weights_version)
-                if validated is not None:
-                    best.offer(validated[1], validation_row(result, *validation_request))
+                if validated is not None and best.offer(validated[1], validation_row(result, *validation_request)):
+                    assert best.evaluation is not None
+                    kept: dict[str, str | int | float] = {
+                        "best_tier": TIER_ORDER[int(best.evaluation["tier_index"])],
+                        "best_weights_version": int(best.evaluation["weights_version"]),
+                        "best_success_rate": best.evaluation["success_rate"],
+                    }
+                    plane.set_state(**kept)  # what `graspfleet status` shows
+                    plane.append_event("best_policy", {**kept, "updates": int(best.evaluation["updates"])})
             validating = None
 
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from graspfleet.control_plane import ControlPlane
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
+from graspfleet.redis_server import RedisServer
 from learner.curriculum import CurriculumConfig
 from learner.weights import deserialize
 from replay.client import HashRing, shard_info
@@ -36,9 +38,19 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
         seen["metrics"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         seen["actor_versions"] = row["actor_versions"]
 
-    report = train_distributed(
-        config, tmp_path / "run", shards=2, metrics_port=port, on_progress=progress, on_start=started.append
-    )
+    with RedisServer() as redis:
+        report = train_distributed(
+            config,
+            tmp_path / "run",
+            shards=2,
+            redis_url=redis.url,
+            metrics_port=port,
+            on_progress=progress,
+            on_start=started.append,
+        )
+        plane = ControlPlane(redis.url, "run")
+        state, events = plane.state(), plane.events()
+        plane.close()
     assert report.env_steps >= 1200 and report.updates > 0
     sizes = seen["sizes"]
     assert isinstance(sizes, dict)
@@ -57,6 +69,8 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     best = json.loads((tmp_path / "run" / "best_policy.json").read_text())
     assert report.best_evaluation == best and best["episodes"] == 2 and 0 < best["updates"] <= report.updates
     assert deserialize((tmp_path / "run" / "best_policy.safetensors").read_bytes()).version == best["weights_version"]
+    assert state["best_weights_version"] == str(best["weights_version"]) and state["best_tier"] == "T0"
+    assert [e for e in events if e["kind"] == "best_policy"][-1]["best_weights_version"] == str(best["weights_version"])
 
 
 def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
