@@ -450,15 +450,15 @@ def train_distributed(
                 result = ValidationResult(**ray.get(validating))
                 curriculum.record_validation(result, now())
                 validated = plane.fetch_weights(result.weights_version)
-                if validated is not None and best.offer(validated[1], validation_row(result, *validation_request)):
-                    assert best.evaluation is not None
+                row = validation_row(result, *validation_request)
+                if validated is not None and best.offer(validated[1], row):
                     kept: dict[str, str | int | float] = {
-                        "best_tier": TIER_ORDER[int(best.evaluation["tier_index"])],
-                        "best_weights_version": int(best.evaluation["weights_version"]),
-                        "best_success_rate": best.evaluation["success_rate"],
+                        "best_tier": validation_request[0],
+                        "best_weights_version": result.weights_version,
+                        "best_success_rate": result.success_rate,
                     }
                     plane.set_state(**kept)  # what `graspfleet status` shows
-                    plane.append_event("best_policy", {**kept, "updates": int(best.evaluation["updates"])})
+                    plane.append_event("best_policy", {**kept, "updates": validation_request[1]})
             validating = None
 
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
