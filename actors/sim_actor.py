@@ -106,7 +106,7 @@ class PolicyCopy:
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> tuple[np.ndarray, float]:
         """Actions ``(N, 8)`` — the squashed mean when ``deterministic``, else a sample — and the
         policy's entropy estimate (nats, from a sample either way) for a batched observation."""
-        with torch.no_grad():
+        with torch.inference_mode():
             tensors = {k: torch.as_tensor(obs[k]) for k in OBSERVATION_KEYS}
             out = self.policy(self.encoder(tensors))
             action = self.policy.squash(out.mean) if deterministic else out.action

@@ -4,18 +4,24 @@ Measured in one run, on this machine, one after another (nothing else running):
 
 1. **bare cell**: one process steps a batch of grasp cells (hold actions, no policy, no
    pipeline) — the simulator's ceiling per core;
-2. **plain SAC loop**: ``SACLearner.update`` on random tensors of the real observation shapes,
-   same networks and batch size, nothing else in the process — the learner's ceiling;
-3. **graspfleet**: ``train_distributed`` with ``--actors`` Ray actors, 2 gRPC replay shards, a
+2. **one actor alone**: a ``SimActor`` in this process (one-thread policy inference,
+   exploration, the action pipeline, a replay writer streaming to a real shard) — an actor's
+   steps per CPU-second where it has a core to itself;
+3. **plain SAC loop**: ``SACLearner.update`` on random tensors of the real observation shapes,
+   same networks and batch size, nothing else in the process — the learner's ceiling, per second
+   and per CPU-second;
+4. **graspfleet**: ``train_distributed`` with ``--actors`` Ray actors, 2 gRPC replay shards, a
    private Redis and the learner, for ``--seconds`` after warm-up. Reported: environment steps
-   per second that reached replay, learner updates per second, and weight-sync latency (a
-   version's publication until every actor runs it, p50/p99);
-4. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
+   per second that reached replay, learner updates per second, weight-sync latency (a version's
+   publication until every actor runs it, p50/p99), and the cores each role kept busy (CPU
+   time from ``/proc``: learner, actors, shards, Redis, Ray's daemons);
+5. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
    ``FlattenObservations`` env-to-module connector, default SAC networks, batch 256, one local
    env runner: environment steps and updates per second.
 
-Ratios: learner updates/s over the plain loop's; ingest per actor core over the bare cell's
-(the actors share ``os.cpu_count()`` cores with the learner); graspfleet over RLlib.
+Ratios: learner updates/s over the plain loop's (and the same per CPU-second); ingest per actor
+core — steps over the CPU time the actor processes used — over the bare cell's steps/s (and per
+machine core, and the lone actor's); graspfleet over RLlib.
 
 Prints one JSON object as its last line.
 """
@@ -46,6 +52,40 @@ from graspfleet.spec import observation_spec  # noqa: E402
 from graspfleet.training import TrainConfig, make_learner  # noqa: E402
 from learner.curriculum import CurriculumConfig  # noqa: E402
 from learner.sac import OBSERVATION_KEYS, Batch  # noqa: E402
+
+CPU_ROLES = (
+    ("actors", ("ray::ActorWorker",)),
+    ("shards", ("replay serve",)),
+    ("redis", ("redis-server",)),
+    ("ray", ("gcs_server", "raylet", "ray::", "ray/", "dashboard", "log_monitor", "monitor.py")),
+)
+"""Each process's role, by what its command line (or Ray's process title) contains; the first
+match wins; the benchmark's own process is the learner."""
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user + system, all threads) used so far by every live process on this machine,
+    summed by role: ``learner`` (this process), ``actors``, ``shards``, ``redis``, ``ray`` (Ray's
+    own daemons and idle workers), ``other``. Read from ``/proc``; processes that ended in between
+    are not counted, so differences are taken over a window in which the run's processes live."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys(("learner", *(role for role, _ in CPU_ROLES), "other"), 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # fields after the parenthesized name: utime and stime are the 12th and 13th
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we read
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        if int(entry.name) == os.getpid():
+            role = "learner"
+        else:
+            role = next((r for r, marks in CPU_ROLES if any(m in command for m in marks)), "other")
+        totals[role] += seconds
+    return totals
 
 
 def bare_cell_steps_per_second(config: TrainConfig, seconds: float) -> float:
@@ -86,17 +126,78 @@ def random_batch(config: TrainConfig, size: int) -> Batch:
     )
 
 
-def plain_updates_per_second(config: TrainConfig, seconds: float) -> float:
-    """SAC updates/s of the same learner on random tensors, nothing else running."""
+def plain_updates_per_second(config: TrainConfig, seconds: float) -> tuple[float, float]:
+    """SAC updates per second and per CPU-second of the same learner on random tensors, nothing
+    else running."""
     learner = make_learner(config, device="cpu")
     batch = random_batch(config, config.batch_size)
     for _ in range(3):
         learner.update(batch)
-    updates, start = 0, time.perf_counter()
+    updates, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         learner.update(batch)
         updates += 1
-    return updates / (time.perf_counter() - start)
+    return updates / (time.perf_counter() - start), updates / (time.process_time() - cpu)
+
+
+class OneVersion:
+    """A weight source holding one published version."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def latest_version(self) -> int:
+        return 0
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None:
+        return 0, self.blob
+
+
+def actor_steps_per_cpu_second(config: TrainConfig, seconds: float) -> float:
+    """Environment steps per CPU-second of one :class:`SimActor` in this process with a core to
+    itself: policy inference (one thread, as in an actor process), exploration, the action
+    pipeline, and a replay writer streaming every step to a real shard (whose own CPU is not
+    counted). What an actor does per core where nothing else shares its cores."""
+    from actors.sim_actor import SimActor
+    from graspfleet.ports import free_port
+    from learner.weights import serialize
+    from replay.client import ReplayWriter
+    from replay.process import ShardProcess
+    from replay.signature import grasp_signature
+
+    workdir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-actor-"))
+    shard = ShardProcess(free_port(), grasp_signature(observation_spec(config.cell)), workdir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        blob = serialize(make_learner(config, device="cpu").policy_tensors(), 0)
+        actor = SimActor(
+            "bench-actor",
+            config.cell,
+            config.tier,
+            config.cells,
+            sink_factory=lambda name: ReplayWriter([shard.address], name, chunk_length=config.chunk_length),
+            weights=OneVersion(blob),
+            network=config.network,
+            exploration=config.exploration,
+            action=config.action,
+            seed=0,
+        )
+        for _ in range(10):
+            actor.step()
+        steps, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            actor.step()
+            steps += config.cells
+        for sink in actor.sinks:
+            sink.flush()  # the steps counted reached the shard
+        rate = steps / (time.process_time() - cpu)
+        actor.close()
+        return rate
+    finally:
+        torch.set_num_threads(threads)
+        shard.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> dict[str, Any]:
@@ -104,13 +205,14 @@ def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> di
     from graspfleet.distributed import train_distributed
 
     run_dir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-"))
-    marks: dict[str, tuple[float, float, float]] = {}
+    marks: dict[str, tuple[float, float, float, dict[str, float]]] = {}
 
     def progress(row: dict[str, float]) -> None:
         now = time.perf_counter()
+        mark = (now, row["env_steps"], row["updates"], cpu_seconds_by_role())
         if "first" not in marks and row["seconds"] >= warmup:
-            marks["first"] = (now, row["env_steps"], row["updates"])
-        marks["last"] = (now, row["env_steps"], row["updates"])
+            marks["first"] = mark
+        marks["last"] = mark
 
     try:
         report = train_distributed(
@@ -121,11 +223,14 @@ def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> di
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    (t0, steps0, updates0), (t1, steps1, updates1) = marks["first"], marks["last"]
+    (t0, steps0, updates0, cpu0), (t1, steps1, updates1, cpu1) = marks["first"], marks["last"]
     sync = np.asarray(report.weight_sync_seconds[len(report.weight_sync_seconds) // 4 :])  # past warm-up
+    # cores each role kept busy over the measured window
+    cores_used = {role: (cpu1[role] - cpu0[role]) / (t1 - t0) for role in cpu1}
     return {
         "ingest_env_steps_per_s": (steps1 - steps0) / (t1 - t0),
         "learner_updates_per_s": (updates1 - updates0) / (t1 - t0),
+        "cores_used": cores_used,
         "weight_sync_p50_ms": float(np.percentile(sync, 50) * 1e3) if len(sync) else None,
         "weight_sync_p99_ms": float(np.percentile(sync, 99) * 1e3) if len(sync) else None,
         "weight_versions_synced": len(sync),
@@ -202,14 +307,20 @@ def main() -> None:
     cores = os.cpu_count() or 1
     bare = bare_cell_steps_per_second(config, min(args.seconds, 20))
     print(f"bare cell: {bare:,.0f} steps/s", flush=True)
-    plain = plain_updates_per_second(config, min(args.seconds, 30))
-    print(f"plain SAC loop: {plain:.1f} updates/s", flush=True)
+    actor_alone = actor_steps_per_cpu_second(config, min(args.seconds, 20))
+    print(f"one actor, a core to itself: {actor_alone:,.0f} steps per CPU-second", flush=True)
+    plain, plain_per_cpu = plain_updates_per_second(config, min(args.seconds, 30))
+    print(f"plain SAC loop: {plain:.1f} updates/s, {plain_per_cpu:.2f} per CPU-second", flush=True)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
     print(f"graspfleet: {fleet}", flush=True)
     rllib = rllib_figures(config, args.seconds)
     print(f"RLlib SAC: {rllib}", flush=True)
-    # the actors share the machine's cores with the learner and the shards
-    per_core = fleet["ingest_env_steps_per_s"] / cores
+    ingest = fleet["ingest_env_steps_per_s"]
+    cores_used = fleet.pop("cores_used")
+    # per actor core: the steps over the CPU time the actor processes used (they share the
+    # machine's cores with the learner, the shards and Ray's daemons)
+    per_actor_core = ingest / cores_used["actors"]
+    learner_per_cpu = fleet["learner_updates_per_s"] / cores_used["learner"]
     print(
         json.dumps(
             {
@@ -218,13 +329,21 @@ def main() -> None:
                 "cells_per_actor": args.cells,
                 "batch_size": config.batch_size,
                 "bare_cell_steps_per_s": round(bare, 1),
+                "actor_alone_steps_per_cpu_s": round(actor_alone, 1),
                 "plain_sac_updates_per_s": round(plain, 2),
+                "plain_sac_updates_per_cpu_s": round(plain_per_cpu, 2),
                 **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in fleet.items()},
+                "cores_used": {role: round(v, 3) for role, v in cores_used.items()},
+                "ingest_env_steps_per_actor_core": round(per_actor_core, 1),
+                "learner_updates_per_cpu_s": round(learner_per_cpu, 2),
                 "rllib_env_steps_per_s": round(rllib["env_steps_per_s"], 2),
                 "rllib_updates_per_s": round(rllib["updates_per_s"], 2),
                 "updates_vs_plain": round(fleet["learner_updates_per_s"] / plain, 3),
-                "ingest_per_core_vs_bare": round(per_core / bare, 3),
-                "env_steps_vs_rllib": round(fleet["ingest_env_steps_per_s"] / rllib["env_steps_per_s"], 2),
+                "updates_per_cpu_vs_plain": round(learner_per_cpu / plain_per_cpu, 3),
+                "ingest_per_actor_core_vs_bare": round(per_actor_core / bare, 3),
+                "actor_alone_vs_bare": round(actor_alone / bare, 3),
+                "ingest_per_machine_core_vs_bare": round(ingest / cores / bare, 3),
+                "env_steps_vs_rllib": round(ingest / rllib["env_steps_per_s"], 2),
                 "updates_vs_rllib": round(fleet["learner_updates_per_s"] / rllib["updates_per_s"], 2),
             }
         )

@@ -148,12 +148,29 @@ class LearnerMetrics:
             ["kind", "event"],
             registry=r,
         )
+        self.best_success_rate = Gauge(
+            "graspfleet_best_policy_success_rate",
+            "Success rate the validation that chose the run's best policy measured",
+            registry=r,
+        )
+        self.best_weights_version = Gauge(
+            "graspfleet_best_policy_weights_version", "Weights version of the run's best policy", registry=r
+        )
+        self.best_tier = Gauge(
+            "graspfleet_best_policy_tier", "Curriculum tier of the run's best policy (index, T0 = 0)", registry=r
+        )
         self.weight_sync = Histogram(
             "graspfleet_weight_sync_seconds",
             "From a weights version's publication until every actor runs it",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+
+    def show_best(self, evaluation: Mapping[str, float]) -> None:
+        """Set the best-policy gauges from the evaluation row that chose it."""
+        self.best_success_rate.set(evaluation["success_rate"])
+        self.best_weights_version.set(evaluation["weights_version"])
+        self.best_tier.set(evaluation["tier_index"])
 
 
 @dataclasses.dataclass
@@ -164,6 +181,8 @@ class DistributedRun:
     shards: list[ShardProcess]
     fleet: ActorFleet
     metrics_port: int | None
+    metrics: LearnerMetrics
+    """What the learner's endpoint serves."""
 
 
 PROMETHEUS_TARGETS = "prometheus-targets"
@@ -362,6 +381,8 @@ def train_distributed(
         validating: Any = None
         validation_request = (config.tier, 0)
         best = BestPolicy(run_dir, resume=resumed >= 0)
+        if best.evaluation is not None:  # a resumed run's best so far
+            metrics.show_best(best.evaluation)
         if curriculum is not None:
             evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(plain, redis_url, plane.run)
             stack.callback(lambda: ray.kill(evaluator))
@@ -433,7 +454,7 @@ def train_distributed(
             metrics.env_steps.inc(report["env_steps"])
 
         if on_start is not None:
-            on_start(DistributedRun(plane, shard_processes, fleet, metrics_port))
+            on_start(DistributedRun(plane, shard_processes, fleet, metrics_port, metrics))
         sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4))
         plane.set_state(status="training", tier=config.tier)
         adopted: set[int] = set()
@@ -452,6 +473,7 @@ def train_distributed(
                 validated = plane.fetch_weights(result.weights_version)
                 row = validation_row(result, *validation_request)
                 if validated is not None and best.offer(validated[1], row):
+                    metrics.show_best(row)
                     kept: dict[str, str | int | float] = {
                         "best_tier": validation_request[0],
                         "best_weights_version": result.weights_version,

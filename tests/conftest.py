@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,14 @@ from graspfleet.sim.config import CellConfig
 from graspfleet.sim.tiers import get_tier
 from graspfleet.training import TrainConfig
 from replay.config import ShardConfig
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stop `graspfleet train` children with SIGINT, as Ctrl-C in a terminal would. A suite
+    started as a background job (``make test &``, ``nohup``) inherits SIGINT ignored, and so would
+    those children — they would never see the Ctrl-C. Restore the default for them."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,11 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     assert deserialize((tmp_path / "run" / "best_policy.safetensors").read_bytes()).version == best["weights_version"]
     assert state["best_weights_version"] == str(best["weights_version"]) and state["best_tier"] == "T0"
     assert [e for e in events if e["kind"] == "best_policy"][-1]["best_weights_version"] == str(best["weights_version"])
+    # ... and the learner's endpoint serves it
+    assert "graspfleet_best_policy_success_rate" in metrics
+    served = started[0].metrics.registry.get_sample_value
+    assert served("graspfleet_best_policy_weights_version") == best["weights_version"]
+    assert served("graspfleet_best_policy_success_rate") == best["success_rate"]
 
 
 def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:

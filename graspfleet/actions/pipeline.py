@@ -159,11 +159,11 @@ class SafeActionPipeline:
         out_of_bounds = (rho_scale < 1.0) | (omega_scale < 1.0) | (width != act[:, 6]) | (force != act[:, 7])
 
         # 3.–4. target pose and unconstrained IK, per cell
+        targets = se3.apply_twist_at_point(twist, np.stack([self.kinematics.tcp_pose(q) for q in q_now]))
         proposal = np.empty((n, 6))
         for i in range(n):
-            target = se3.apply_twist_at_point(twist[i], self.kinematics.tcp_pose(q_now[i]))
             proposal[i], _ = self.kinematics.solve(
-                target, q_now[i], cfg.ik_iterations, cfg.ik_damping, cfg.ik_rotation_weight, clip_to_limits=False
+                targets[i], q_now[i], cfg.ik_iterations, cfg.ik_damping, cfg.ik_rotation_weight, clip_to_limits=False
             )
         outside_limits = np.any((proposal < self.low) | (proposal > self.high), axis=1) & ~nonfinite
 
@@ -180,17 +180,18 @@ class SafeActionPipeline:
         out_of_bounds &= ~nonfinite
 
         # 6. reachability of the command
+        checked = np.flatnonzero(~nonfinite)
+        command_poses = np.empty((n, 4, 4))
+        jacobians = np.empty((n, 6, 6))
+        for i in map(int, checked):
+            command_poses[i], jacobians[i] = self.kinematics.tcp_pose_and_jacobian(command[i])
+        positions = command_poses[checked, :3, 3]
+        inside = np.ones(len(checked), dtype=bool)
+        for axis, bounds in enumerate((cfg.workspace_x, cfg.workspace_y, cfg.workspace_z)):
+            inside &= (positions[:, axis] >= bounds.low) & (positions[:, axis] <= bounds.high)
+        sigma_min = np.linalg.svd(jacobians[checked], compute_uv=False)[:, -1]
         unreachable = np.zeros(n, dtype=bool)
-        for i in range(n):
-            if nonfinite[i]:
-                continue
-            pose, jac = self.kinematics.tcp_pose_and_jacobian(command[i])
-            p = pose[:3, 3]
-            inside = (
-                cfg.workspace_x.contains(p[0]) and cfg.workspace_y.contains(p[1]) and cfg.workspace_z.contains(p[2])
-            )
-            sigma_min = np.linalg.svd(jac, compute_uv=False)[-1]
-            unreachable[i] = not inside or sigma_min <= cfg.min_singular_value
+        unreachable[checked] = ~inside | (sigma_min <= cfg.min_singular_value)
 
         # 7. safe-action cache: zero-order hold when the next cycle would breach a limit
         extrapolated = command + (command - self.previous[:, :6])
@@ -209,7 +210,9 @@ class SafeActionPipeline:
         self.previous = joint_action.copy()
 
         # The pose command is the pose the (safe) joint command realizes, sign-locked per cell.
-        poses = np.stack([self.kinematics.tcp_pose(q) for q in joint_action[:, :6]])
+        poses = np.stack(
+            [command_poses[i] if not held[i] else self.kinematics.tcp_pose(joint_action[i, :6]) for i in range(n)]
+        )
         commands = se3.pose_command(poses, None)
         commands[:, 3:] = np.where(
             self._has_command[:, None],

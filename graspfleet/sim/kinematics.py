@@ -5,6 +5,8 @@ These functions take a scratch ``MjData`` they may overwrite; they never step ph
 
 from __future__ import annotations
 
+import math
+
 import mujoco
 import numpy as np
 
@@ -21,18 +23,6 @@ def tcp_jacobian(model: mujoco.MjModel, data: mujoco.MjData, index: CellIndex) -
     jacr = np.zeros((3, model.nv))
     mujoco.mj_jacSite(model, data, jacp, jacr, index.tcp_site)
     return np.vstack([jacp[:, index.arm_dof], jacr[:, index.arm_dof]])
-
-
-def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Rotation vector (rad, world frame) that turns rotation matrix ``current`` into ``target``."""
-    qt = np.empty(4)
-    qc = np.empty(4)
-    mujoco.mju_mat2Quat(qt, np.ascontiguousarray(target).ravel())
-    mujoco.mju_mat2Quat(qc, np.ascontiguousarray(current).ravel())
-    err = np.empty(3)
-    mujoco.mju_subQuat(err, qt, qc)
-    # mju_subQuat returns the error in the frame of qc; express it in the world frame.
-    return current @ err
 
 
 def top_down_rotation(yaw: float) -> np.ndarray:
@@ -69,20 +59,44 @@ def solve_ik(
     if clip_to_limits:
         q = np.clip(q, index.joint_low, index.joint_high)
     weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
+    # this runs for every cell at every control step: the loop reuses its buffers and factors
+    # the 6×6 system with MuJoCo's Cholesky (JJᵀ + λ²I is symmetric positive definite)
+    site = index.tcp_site
+    target_quat = np.empty(4)
+    mujoco.mju_mat2Quat(target_quat, np.ascontiguousarray(target_rot, dtype=np.float64).ravel())
+    current_quat = np.empty(4)
+    rotation_err = np.empty(3)
+    e = np.empty(6)
+    jacp = np.zeros((3, model.nv))
+    jacr = np.zeros((3, model.nv))
+    jac = np.empty((6, 6))
+    system = np.empty((6, 6))
+    regularizer = damping**2 * np.eye(6)
+    solution = np.empty(6)
     error = np.inf
     for it in range(iterations + 1):
         data.qpos[index.arm_qpos] = q
         mujoco.mj_kinematics(model, data)
         mujoco.mj_comPos(model, data)
-        pos = data.site_xpos[index.tcp_site]
-        rot = data.site_xmat[index.tcp_site].reshape(3, 3)
-        e = np.concatenate([target_pos - pos, rotation_error(target_rot, rot)]) * weights
-        error = float(np.linalg.norm(e[:3]) + np.linalg.norm(e[3:]))
+        xmat = data.site_xmat[site]
+        mujoco.mju_mat2Quat(current_quat, xmat)
+        # mju_subQuat gives the rotation error in the current TCP frame; e holds it in the world's
+        mujoco.mju_subQuat(rotation_err, target_quat, current_quat)
+        e[:3] = target_pos - data.site_xpos[site]
+        e[3:] = xmat.reshape(3, 3) @ rotation_err
+        e *= weights
+        error = math.hypot(e[0], e[1], e[2]) + math.hypot(e[3], e[4], e[5])
         if it == iterations:
             break
-        jac = tcp_jacobian(model, data, index) * weights[:, None]
-        dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), e)
-        q = q + dq
+        mujoco.mj_jacSite(model, data, jacp, jacr, site)
+        jac[:3] = jacp[:, index.arm_dof]
+        jac[3:] = jacr[:, index.arm_dof]
+        jac *= weights[:, None]
+        np.matmul(jac, jac.T, out=system)
+        system += regularizer
+        mujoco.mju_cholFactor(system, 0.0)
+        mujoco.mju_cholSolve(solution, system, e)
+        q = q + jac.T @ solution
         if clip_to_limits:
             q = np.clip(q, index.joint_low, index.joint_high)
     return q, error
