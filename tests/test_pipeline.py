@@ -210,3 +210,26 @@ def test_scripted_controller_grasps_t0_in_at_least_90_percent_of_200_seeded_epis
     assert summary.rate("success") >= 0.9
     assert summary.holds == 0  # the fallback never needs the safety net on T0
     assert summary.out_of_bounds_proposed == 0
+
+
+def test_one_ik_iteration_is_the_damped_least_squares_step() -> None:
+    """solve_ik's buffered Cholesky loop takes exactly the step Δq = Jᵀ(JJᵀ + λ²I)⁻¹e, computed
+    here the textbook way from the TCP Jacobian and pose at the start."""
+    from graspfleet.geometry import se3
+    from graspfleet.sim.kinematics import ArmKinematics, solve_ik
+
+    kinematics = ArmKinematics(CellConfig())
+    rng = np.random.default_rng(7)
+    weights = np.array([1.0, 1.0, 1.0, 0.3, 0.3, 0.3])
+    for _ in range(20):
+        q0 = rng.uniform(kinematics.joint_low, kinematics.joint_high) * 0.5
+        pose, jac = kinematics.tcp_pose_and_jacobian(q0)
+        target = se3.apply_twist_at_point(rng.normal(size=6) * 0.05, pose)
+        rotation = se3.so3_log(target[:3, :3] @ pose[:3, :3].T)  # world-frame rotation error
+        e = np.concatenate([target[:3, 3] - pose[:3, 3], rotation]) * weights
+        j = jac * weights[:, None]
+        expected = q0 + j.T @ np.linalg.solve(j @ j.T + 0.05**2 * np.eye(6), e)
+        q1, _ = solve_ik(
+            kinematics.model, kinematics.data, kinematics.index, target[:3, 3], target[:3, :3], q0, 1, 0.05, 0.3, False
+        )
+        np.testing.assert_allclose(q1, expected, atol=1e-9)
