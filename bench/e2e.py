@@ -9,7 +9,8 @@ Measured in one run, on this machine, one after another (nothing else running):
    steps per CPU-second where it has a core to itself;
 3. **plain SAC loop**: ``SACLearner.update`` on random tensors of the real observation shapes,
    same networks and batch size, nothing else in the process — the learner's ceiling, per second
-   and per CPU-second;
+   and per CPU-second; then the same learner **on replay**: batches sampled from two real shards
+   holding what the lone actor streamed, no actor running — what the data plane costs the learner;
 4. **graspfleet**: ``train_distributed`` with ``--actors`` Ray actors, 2 gRPC replay shards, a
    private Redis and the learner, for ``--seconds`` after warm-up. Reported: environment steps
    per second that reached replay, learner updates per second, weight-sync latency (a version's
@@ -29,6 +30,7 @@ Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,20 +156,36 @@ class OneVersion:
         return 0, self.blob
 
 
-def actor_steps_per_cpu_second(config: TrainConfig, seconds: float) -> float:
-    """Environment steps per CPU-second of one :class:`SimActor` in this process with a core to
-    itself: policy inference (one thread, as in an actor process), exploration, the action
-    pipeline, and a replay writer streaming every step to a real shard (whose own CPU is not
-    counted). What an actor does per core where nothing else shares its cores."""
-    from actors.sim_actor import SimActor
+@contextlib.contextmanager
+def replay_shards(config: TrainConfig, count: int) -> Iterator[list[str]]:
+    """``count`` real replay shard processes for ``config``'s observations; yields their addresses."""
     from graspfleet.ports import free_port
-    from learner.weights import serialize
-    from replay.client import ReplayWriter
     from replay.process import ShardProcess
     from replay.signature import grasp_signature
 
-    workdir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-actor-"))
-    shard = ShardProcess(free_port(), grasp_signature(observation_spec(config.cell)), workdir)
+    workdir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-replay-"))
+    shards = []
+    try:
+        for i in range(count):
+            (workdir / str(i)).mkdir()
+            signature = grasp_signature(observation_spec(config.cell))
+            shards.append(ShardProcess(free_port(), signature, workdir / str(i), ["--min-size", "1000"]))
+        yield [shard.address for shard in shards]
+    finally:
+        for shard in shards:
+            shard.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list[str]) -> float:
+    """Environment steps per CPU-second of one :class:`SimActor` in this process with a core to
+    itself: policy inference (one thread, as in an actor process), exploration, the action
+    pipeline, and replay writers streaming every step to the ``shards`` (whose own CPU is not
+    counted). What an actor does per core where nothing else shares its cores."""
+    from actors.sim_actor import SimActor
+    from learner.weights import serialize
+    from replay.client import ReplayWriter
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -176,7 +195,7 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float) -> float:
             config.cell,
             config.tier,
             config.cells,
-            sink_factory=lambda name: ReplayWriter([shard.address], name, chunk_length=config.chunk_length),
+            sink_factory=lambda name: ReplayWriter(shards, name, chunk_length=config.chunk_length),
             weights=OneVersion(blob),
             network=config.network,
             exploration=config.exploration,
@@ -190,14 +209,35 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float) -> float:
             actor.step()
             steps += config.cells
         for sink in actor.sinks:
-            sink.flush()  # the steps counted reached the shard
+            sink.flush()  # the steps counted reached the shards
         rate = steps / (time.process_time() - cpu)
         actor.close()
         return rate
     finally:
         torch.set_num_threads(threads)
-        shard.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def learner_on_replay_updates_per_second(config: TrainConfig, seconds: float, shards: list[str]) -> float:
+    """Updates/s of the learner sampling its batches from the ``shards`` (fan-in with prefetch,
+    decoding, tensors) with no actor running: the data plane's cost to the learner, without the
+    actors' competition for the cores (the shards still sample and send on this machine)."""
+    from learner.sac import batch_from_columns
+    from replay.client import ReplaySampler
+
+    learner = make_learner(config, device="cpu")
+    with ReplaySampler(shards, config.batch_size, prefetch=4) as sampler:
+
+        def update() -> None:
+            sampled = sampler.sample()
+            learner.update(batch_from_columns(sampled.columns, "cpu", sampled.weights))
+
+        for _ in range(3):
+            update()
+        updates, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            update()
+            updates += 1
+        return updates / (time.perf_counter() - start)
 
 
 def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> dict[str, Any]:
@@ -307,10 +347,14 @@ def main() -> None:
     cores = os.cpu_count() or 1
     bare = bare_cell_steps_per_second(config, min(args.seconds, 20))
     print(f"bare cell: {bare:,.0f} steps/s", flush=True)
-    actor_alone = actor_steps_per_cpu_second(config, min(args.seconds, 20))
-    print(f"one actor, a core to itself: {actor_alone:,.0f} steps per CPU-second", flush=True)
-    plain, plain_per_cpu = plain_updates_per_second(config, min(args.seconds, 30))
-    print(f"plain SAC loop: {plain:.1f} updates/s, {plain_per_cpu:.2f} per CPU-second", flush=True)
+    with replay_shards(config, 2) as shards:
+        actor_alone = actor_steps_per_cpu_second(config, min(args.seconds, 20), shards)
+        print(f"one actor, a core to itself: {actor_alone:,.0f} steps per CPU-second", flush=True)
+        plain, plain_per_cpu = plain_updates_per_second(config, min(args.seconds, 30))
+        print(f"plain SAC loop: {plain:.1f} updates/s, {plain_per_cpu:.2f} per CPU-second", flush=True)
+        # the steps the lone actor streamed are the replay this learner samples
+        on_replay = learner_on_replay_updates_per_second(config, min(args.seconds, 30), shards)
+        print(f"learner on replay, no actors: {on_replay:.1f} updates/s", flush=True)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
     print(f"graspfleet: {fleet}", flush=True)
     rllib = rllib_figures(config, args.seconds)
@@ -332,6 +376,7 @@ def main() -> None:
                 "actor_alone_steps_per_cpu_s": round(actor_alone, 1),
                 "plain_sac_updates_per_s": round(plain, 2),
                 "plain_sac_updates_per_cpu_s": round(plain_per_cpu, 2),
+                "learner_on_replay_updates_per_s": round(on_replay, 2),
                 **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in fleet.items()},
                 "cores_used": {role: round(v, 3) for role, v in cores_used.items()},
                 "ingest_env_steps_per_actor_core": round(per_actor_core, 1),
@@ -340,6 +385,7 @@ def main() -> None:
                 "rllib_updates_per_s": round(rllib["updates_per_s"], 2),
                 "updates_vs_plain": round(fleet["learner_updates_per_s"] / plain, 3),
                 "updates_per_cpu_vs_plain": round(learner_per_cpu / plain_per_cpu, 3),
+                "on_replay_vs_plain": round(on_replay / plain, 3),
                 "ingest_per_actor_core_vs_bare": round(per_actor_core / bare, 3),
                 "actor_alone_vs_bare": round(actor_alone / bare, 3),
                 "ingest_per_machine_core_vs_bare": round(ingest / cores / bare, 3),
