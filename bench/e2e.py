@@ -10,7 +10,8 @@ Measured in one run, on this machine, one after another (nothing else running):
 3. **plain SAC loop**: ``SACLearner.update`` on random tensors of the real observation shapes,
    same networks and batch size, nothing else in the process — the learner's ceiling, per second
    and per CPU-second; then the same learner **on replay**: batches sampled from two real shards
-   holding what the lone actor streamed, no actor running — what the data plane costs the learner;
+   holding what the lone actor streamed, no actor running — what the data plane costs the learner
+   (both again with one intra-op thread, which the shards' work does not stall);
 4. **graspfleet**: ``train_distributed`` with ``--actors`` Ray actors, 2 gRPC replay shards, a
    private Redis and the learner, for ``--seconds`` after warm-up. Reported: environment steps
    per second that reached replay, learner updates per second, weight-sync latency (a version's
@@ -355,6 +356,14 @@ def main() -> None:
         # the steps the lone actor streamed are the replay this learner samples
         on_replay = learner_on_replay_updates_per_second(config, min(args.seconds, 30), shards)
         print(f"learner on replay, no actors: {on_replay:.1f} updates/s", flush=True)
+        # the same pair with one intra-op thread: the data plane's own cost, without the stalls
+        # of two intra-op threads whenever the shards or the receiving threads take a core
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        plain_one_thread, _ = plain_updates_per_second(config, min(args.seconds, 20))
+        on_replay_one_thread = learner_on_replay_updates_per_second(config, min(args.seconds, 20), shards)
+        torch.set_num_threads(threads)
+        print(f"one thread: plain {plain_one_thread:.1f}, on replay {on_replay_one_thread:.1f} updates/s", flush=True)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
     print(f"graspfleet: {fleet}", flush=True)
     rllib = rllib_figures(config, args.seconds)
@@ -377,6 +386,8 @@ def main() -> None:
                 "plain_sac_updates_per_s": round(plain, 2),
                 "plain_sac_updates_per_cpu_s": round(plain_per_cpu, 2),
                 "learner_on_replay_updates_per_s": round(on_replay, 2),
+                "plain_sac_one_thread_updates_per_s": round(plain_one_thread, 2),
+                "learner_on_replay_one_thread_updates_per_s": round(on_replay_one_thread, 2),
                 **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in fleet.items()},
                 "cores_used": {role: round(v, 3) for role, v in cores_used.items()},
                 "ingest_env_steps_per_actor_core": round(per_actor_core, 1),
@@ -386,6 +397,7 @@ def main() -> None:
                 "updates_vs_plain": round(fleet["learner_updates_per_s"] / plain, 3),
                 "updates_per_cpu_vs_plain": round(learner_per_cpu / plain_per_cpu, 3),
                 "on_replay_vs_plain": round(on_replay / plain, 3),
+                "on_replay_vs_plain_one_thread": round(on_replay_one_thread / plain_one_thread, 3),
                 "ingest_per_actor_core_vs_bare": round(per_actor_core / bare, 3),
                 "actor_alone_vs_bare": round(actor_alone / bare, 3),
                 "ingest_per_machine_core_vs_bare": round(ingest / cores / bare, 3),
