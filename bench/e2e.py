@@ -165,11 +165,11 @@ def replay_shards(config: TrainConfig, count: int) -> Iterator[list[str]]:
     from replay.signature import grasp_signature
 
     workdir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-replay-"))
+    signature = grasp_signature(observation_spec(config.cell))
     shards = []
     try:
         for i in range(count):
             (workdir / str(i)).mkdir()
-            signature = grasp_signature(observation_spec(config.cell))
             shards.append(ShardProcess(free_port(), signature, workdir / str(i), ["--min-size", "1000"]))
         yield [shard.address for shard in shards]
     finally:
