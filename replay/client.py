@@ -164,6 +164,10 @@ class ReplayWriter:
         self.max_pending_chunks = max_pending_chunks
         self.max_retained_bytes = max_retained_bytes
         self.chunks_per_stream = chunks_per_stream
+        self._stream_chunks = chunks_per_stream
+        """Chunks in the next insert stream: one after a stream ran out of time (a shard whose rate
+        limiter admits slowly acknowledges nothing until a stream ends), doubling back after each
+        stream that ends in time."""
         self.timeout = timeout
         self.episode_id = int(uuid.uuid4().int & 0x7FFFFFFFFFFF)
         self.tier = 0
@@ -349,11 +353,15 @@ class ReplayWriter:
                     self._lock.wait(0.5)
                 if self._closed and not self._pending:
                     return
-                batch = list(itertools.islice(self._pending, self.chunks_per_stream))
+                batch = list(itertools.islice(self._pending, self._stream_chunks))
             try:
-                summary = self._insert_stream([c.message for c in batch], self.timeout)
+                # a quarter of the timeout: a stream the rate limiter holds up is cut short and
+                # retried with one chunk before append() gives up waiting for room
+                summary = self._insert_stream([c.message for c in batch], self.timeout / 4)
             except grpc.RpcError as exc:
                 if _retriable(exc):
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        self._stream_chunks = 1  # what it inserted comes back as duplicates, dropped
                     if self._closed:
                         return
                     time.sleep(backoff)
@@ -377,6 +385,7 @@ class ReplayWriter:
                     self._lock.notify_all()
                 continue
             backoff = 0.05
+            self._stream_chunks = min(self.chunks_per_stream, 2 * self._stream_chunks)
             with self._lock:
                 self._sent += len(batch)
                 self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))

@@ -177,6 +177,41 @@ def test_inserts_wait_when_the_learner_falls_behind() -> None:
         server.stop()
 
 
+def test_a_writer_keeps_appending_while_the_rate_limiter_admits_slowly() -> None:
+    """A learner sampling slowly holds the actors back, but must not make them fail: the writer's
+    long insert stream cannot finish before its deadline, so it retries with short ones, whose
+    acknowledgments make room for append() well within its timeout."""
+    config = ShardConfig(capacity=10_000, min_size_to_sample=10, samples_per_insert=1.0, error_buffer=20.0)
+    server = ShardThread(SMALL, config)
+    stop = threading.Event()
+
+    def slow_learner() -> None:  # 10 rows every 0.4 s: the ratio admits one 10-step chunk as often
+        with channel(server.address) as ch:
+            stub = pb_grpc.ReplayShardServiceStub(ch)
+            one_batch = pb.SampleRequest(batch_size=10, kind=pb.SAMPLE_KIND_TRANSITION, num_batches=1)
+            while not stop.is_set():
+                for _ in stub.Sample(one_batch, timeout=30):
+                    pass
+                time.sleep(0.4)
+
+    learner = threading.Thread(target=slow_learner, daemon=True)
+    try:
+        # 16 chunks pending at most, all in one stream: admitted at ~2.5 chunks/s, a full stream
+        # needs ~6 s, longer than the writer's 4 s timeout
+        writer = ReplayWriter(
+            [server.address], "actor", chunk_length=10, max_pending_chunks=16, chunks_per_stream=16, timeout=4.0
+        )
+        learner.start()
+        _write_episode(writer, 0, 249)  # 250 steps, 25 chunks: append() waits for room
+        writer.flush(timeout=60)
+        assert writer.stats().accepted_steps == 250 and shard_info(server.address).size == 250
+        writer.close()
+    finally:
+        stop.set()
+        learner.join(30)
+        server.stop()
+
+
 def _bad_chunk(kind: str, sequence: int) -> pb.TrajectoryChunk:
     steps = 4
     cols = {
