@@ -547,7 +547,10 @@ def train_distributed(
                 collect()
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
                     record_validation()
-                time.sleep(0.02)
+                # an actor still in its queued run calls may wait on the rate limiter, and gets its
+                # drain flag to the shards only after them: keep sampling (unused) so they admit
+                with contextlib.suppress(ReplayUnavailable):
+                    sampler.sample(timeout=0.02)
             replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
             plane.set_state(status="stopped" if stopping else "finished")
             plane.append_event(
