@@ -53,7 +53,7 @@ from graspfleet.actions.cartesian import cartesian_action_bounds  # noqa: E402
 from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
 from graspfleet.spec import observation_spec  # noqa: E402
-from graspfleet.training import TrainConfig, make_learner  # noqa: E402
+from graspfleet.training import InMemoryWeights, TrainConfig, make_learner  # noqa: E402
 from learner.curriculum import CurriculumConfig  # noqa: E402
 from learner.sac import OBSERVATION_KEYS, Batch  # noqa: E402
 
@@ -144,19 +144,6 @@ def plain_updates_per_second(config: TrainConfig, seconds: float) -> tuple[float
     return updates / (time.perf_counter() - start), updates / (time.process_time() - cpu)
 
 
-class OneVersion:
-    """A weight source holding one published version."""
-
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
-
-    def latest_version(self) -> int:
-        return 0
-
-    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None:
-        return 0, self.blob
-
-
 @contextlib.contextmanager
 def replay_shards(config: TrainConfig, count: int) -> Iterator[list[str]]:
     """``count`` real replay shard processes for ``config``'s observations; yields their addresses."""
@@ -190,14 +177,15 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        blob = serialize(make_learner(config, device="cpu").policy_tensors(), 0)
+        weights = InMemoryWeights()
+        weights.publish(0, serialize(make_learner(config, device="cpu").policy_tensors(), 0))
         actor = SimActor(
             "bench-actor",
             config.cell,
             config.tier,
             config.cells,
             sink_factory=lambda name: ReplayWriter(shards, name, chunk_length=config.chunk_length),
-            weights=OneVersion(blob),
+            weights=weights,
             network=config.network,
             exploration=config.exploration,
             action=config.action,
