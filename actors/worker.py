@@ -104,7 +104,9 @@ class ActorWorker:
             train.cell,
             train.tier,
             train.cells,
-            sink_factory=lambda name: ReplayWriter(shards, name, chunk_length=train.chunk_length),
+            sink_factory=lambda name: ReplayWriter(
+                shards, name, chunk_length=train.chunk_length, max_pending_chunks=train.writer_max_pending_chunks
+            ),
             weights=self.plane,
             network=train.network,
             exploration=train.exploration,

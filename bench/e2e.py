@@ -184,7 +184,9 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list
             config.cell,
             config.tier,
             config.cells,
-            sink_factory=lambda name: ReplayWriter(shards, name, chunk_length=config.chunk_length),
+            sink_factory=lambda name: ReplayWriter(
+                shards, name, chunk_length=config.chunk_length, max_pending_chunks=config.writer_max_pending_chunks
+            ),
             weights=weights,
             network=config.network,
             exploration=config.exploration,

@@ -144,7 +144,8 @@ class LearnerMetrics:
         )
         self.actor_lifecycle = Counter(
             "graspfleet_actor_lifecycle",
-            "Actor starts and drains (event: started, running, draining, drained, drain_failed, drain_timeout)",
+            "Actor starts, failures and drains "
+            "(event: started, running, failed, draining, drained, drain_failed, drain_timeout)",
             ["kind", "event"],
             registry=r,
         )
@@ -372,7 +373,9 @@ def train_distributed(
         def start_actor(actor_id: str, index: int) -> Any:
             return remote.remote(actor_id, plain, redis_url, plane.run, addresses, config.seed + index)
 
-        fleet = ActorFleet(start_actor, steps_per_call, close_timeout=config.drain_timeout)
+        fleet = ActorFleet(
+            start_actor, steps_per_call, close_timeout=config.drain_timeout, failure_limit=config.actor_failure_limit
+        )
         stack.callback(fleet.kill_all)
         # a fresh run starts with config.actors; a resumed one keeps what operators scaled it to
         if resumed < 0 or plane.desired_actors(ACTOR_KIND) is None:

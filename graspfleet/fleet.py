@@ -14,6 +14,13 @@
 An actor is *running* once it has returned a report (a new actor may wait for resources, e.g. a
 ``sim_slot`` on a node the autoscaler has yet to add). :meth:`ActorFleet.poll` hands the driver
 every finished report and every lifecycle change as :class:`FleetEvent`.
+
+Failures: an actor whose process dies is restarted by Ray (``max_restarts=-1``) and asked again.
+An actor whose ``run`` *raises* (its cells, writers or policy copy are then suspect) is killed and
+restarted the same way, and the failure is an event; a draining one is removed instead. Only when
+the same actor's ``run`` raises ``failure_limit`` times in a row, with no report between, does
+:meth:`ActorFleet.poll` raise :class:`ActorFailing`: restarting it does not help, so the run stops
+with the actor's error rather than restarting it forever.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ import ray
 ACTOR_FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
+class ActorFailing(RuntimeError):
+    """An actor's ``run`` raised ``failure_limit`` times in a row, restarted each time."""
+
+
+def last_line(error: BaseException, limit: int = 300) -> str:
+    """The line of a (Ray) error that says what went wrong: its traceback's last."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[-1][:limit]
+
+
 @dataclasses.dataclass
 class Member:
     actor_id: str
@@ -39,13 +56,16 @@ class Member:
     closing: Any = None
     """The ``close()`` call of a drained actor."""
     drain_deadline: float = 0.0
+    failures: int = 0
+    """``run`` calls that raised since its last report."""
 
 
 @dataclasses.dataclass(frozen=True)
 class FleetEvent:
-    """``started`` / ``running`` / ``draining`` / ``drained`` / ``drain_failed`` / ``drain_timeout``,
-    with details (``drained``: the steps the actor appended and the steps its shards accepted;
-    ``drain_failed``: the error)."""
+    """``started`` / ``running`` / ``failed`` / ``draining`` / ``drained`` / ``drain_failed`` /
+    ``drain_timeout``, with details (``failed``: the error of the ``run`` call that raised and the
+    failures in a row, after which the actor was restarted; ``drained``: the steps the actor
+    appended and the steps its shards accepted; ``drain_failed``: the error)."""
 
     kind: str
     actor_id: str
@@ -61,12 +81,16 @@ class ActorFleet:
         steps_per_call: int,
         calls_in_flight: int = 2,
         close_timeout: float = 120.0,
+        failure_limit: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if failure_limit < 1:
+            raise ValueError(f"failure_limit: must be >= 1, got {failure_limit}")
         self.start_actor = start_actor
         self.steps_per_call = steps_per_call
         self.calls_in_flight = calls_in_flight
         self.close_timeout = close_timeout
+        self.failure_limit = failure_limit
         self.clock = clock
         self.members: dict[str, Member] = {}
         self.pending: dict[Any, str] = {}
@@ -113,18 +137,26 @@ class ActorFleet:
             self.events.append(FleetEvent("draining", member.actor_id))
 
     def poll(self) -> list[tuple[str, dict[str, Any]]]:
-        """Collect finished ``run`` calls (re-queueing active actors' calls) and advance drains;
-        returns ``(actor id, report)`` for each finished call."""
+        """Collect finished ``run`` calls (re-queueing active actors' calls), restart actors whose
+        call raised, and advance drains; returns ``(actor id, report)`` for each finished call.
+        Raises :class:`ActorFailing` when an actor's calls raised ``failure_limit`` times in a row."""
         reports = []
         if self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
             for ref in ready:
+                if ref not in self.pending:  # a call of an actor removed earlier in this loop
+                    continue
                 member = self.members[self.pending.pop(ref)]
                 try:
                     report = ray.get(ref)
                 except ACTOR_FAILURES:
                     report = None  # Ray restarts the actor (max_restarts=-1); ask again
+                except ray.exceptions.RayTaskError as error:
+                    report = None
+                    if not self._failed(member, error):
+                        continue
                 if report is not None:
+                    member.failures = 0
                     reports.append((member.actor_id, report))
                     if not member.running:
                         member.running = True
@@ -135,6 +167,24 @@ class ActorFleet:
                     self._call(member)
         self._advance_drains()
         return reports
+
+    def _failed(self, member: Member, error: ray.exceptions.RayTaskError) -> bool:
+        """``member``'s ``run`` raised ``error``: restart its process (its other calls then fail
+        and are asked again); a draining member is removed instead. Returns whether it stays."""
+        member.failures += 1
+        message = last_line(error)
+        if member.draining:
+            self._remove(member)
+            self.events.append(FleetEvent("drain_failed", member.actor_id, {"error": message}))
+            return False
+        self.events.append(FleetEvent("failed", member.actor_id, {"error": message, "in_a_row": member.failures}))
+        if member.failures >= self.failure_limit:
+            raise ActorFailing(
+                f"{member.actor_id}: its run raised {member.failures} times in a row, restarted after each; "
+                f"the last error: {message}"
+            ) from error
+        ray.kill(member.handle, no_restart=False)  # Ray starts a fresh process from the same arguments
+        return True
 
     def take_events(self) -> list[FleetEvent]:
         events, self.events = self.events, []
@@ -155,7 +205,7 @@ class ActorFleet:
                     flushed = ray.get(member.closing)
                     event = FleetEvent("drained", member.actor_id, flushed)
                 except ray.exceptions.RayError as exc:  # died, or its shard did not take the flush
-                    event = FleetEvent("drain_failed", member.actor_id, {"error": str(exc).splitlines()[-1][:300]})
+                    event = FleetEvent("drain_failed", member.actor_id, {"error": last_line(exc)})
                 self._remove(member)
                 self.events.append(event)
             elif self.clock() > member.drain_deadline:

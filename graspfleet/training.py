@@ -57,6 +57,9 @@ class TrainConfig:
     """How often the driver reads the desired actor count and starts or drains actors."""
     drain_timeout: float = 120.0
     """Seconds a draining actor may take to flush its trajectories before it is killed anyway."""
+    actor_failure_limit: int = 3
+    """An actor whose ``run`` raises is restarted; this many failures in a row, with no report
+    between, stop the run with its error (a fault restarts do not cure)."""
     actor_resource: str = ""
     """Custom Ray resource each actor requests one unit of (``sim_slot`` on the clusters of
     ``deploy/``, whose simulation workers declare it, so actor demand scales the workers); empty:
@@ -77,6 +80,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     """Learner updates between checkpoints of the learner's full state (distributed runs)."""
     chunk_length: int = 32
+    """Steps per replay chunk (the unit a writer sends and a shard accepts)."""
+    writer_max_pending_chunks: int = 16
+    """Chunks a cell's replay writer holds unsent before ``append`` waits: how far an actor may run
+    ahead of its shard's rate limiter (16 × 32 steps ≈ 4 MiB per cell at the default observation)."""
     demonstrations: int = 100
     """Successful scripted-expert episodes collected on the tier before training, which the learner
     mixes into its batches with a decaying behaviour-cloning term (0: none; see learner/demonstrations.py)."""
@@ -106,6 +113,7 @@ class TrainConfig:
         require(self.min_replay >= 1, "train.min_replay: must be >= 1")
         require(self.publish_every >= 1, "train.publish_every: must be >= 1")
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
+        require(self.writer_max_pending_chunks >= 1, "train.writer_max_pending_chunks: must be >= 1")
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
         require(self.success_window >= 1, "train.success_window: must be >= 1")

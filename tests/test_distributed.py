@@ -144,6 +144,31 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert any(e["kind"] == "learner_resumed" for e in events)
 
 
+def test_an_actor_waiting_on_the_rate_limiter_when_the_run_ends_still_flushes_everything(tmp_path: Path) -> None:
+    # the actor produces far more than the learner's ratio admits and its writers hold one chunk
+    # each, so whenever the budget ends it is inside a run call, waiting on the shard's limiter
+    config = small_train_config(
+        cells=2, actors=1, env_steps=10_000_000, time_budget=12.0, min_replay=40,
+        updates_per_step=4.0, writer_max_pending_chunks=1,
+    )  # fmt: skip
+    started: list[DistributedRun] = []
+    blocked: list[float] = []
+
+    def progress(row: dict[str, float]) -> None:
+        blocked.append(shard_info(started[0].shards[0].address).rate_limiter_insert_blocked_seconds)
+
+    with RedisServer() as redis:
+        report = train_distributed(
+            config, tmp_path / "run", shards=1, redis_url=redis.url, on_progress=progress, on_start=started.append
+        )
+        events = ControlPlane(redis.url, "run").events()
+    assert blocked and blocked[-1] > 2.0  # the limiter held the actor back for seconds
+    ends = [e for e in events if e["kind"] in ("actor_drained", "actor_drain_failed", "actor_drain_timeout")]
+    assert [e["kind"] for e in ends] == ["actor_drained"], ends
+    appended, accepted = int(ends[0]["appended_steps"]), int(ends[0]["accepted_steps"])
+    assert appended == accepted == report.replay_inserted_steps > 0  # the shard holds every step appended
+
+
 def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it() -> None:
     from graspfleet.distributed import WeightSyncTracker
 

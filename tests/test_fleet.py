@@ -1,6 +1,6 @@
 """The driver's actor fleet on a real local Ray cluster, with small stand-in actors (no simulator):
 scaling up with fresh ids, draining the newest first only after their queued calls return, and
-drains that fail or hang."""
+drains that fail or hang, and actors whose run raises."""
 
 from __future__ import annotations
 
@@ -12,18 +12,26 @@ from typing import Any
 import pytest
 import ray
 
-from graspfleet.fleet import ActorFleet, FleetEvent
+from graspfleet.fleet import ActorFailing, ActorFleet, FleetEvent
+
+SIMULATED_FAULT = "cell 3: NaN in qpos after mj_step"
 
 
 class Stepper:
-    """Counts its run calls; close() reports them as the steps it flushed."""
+    """Counts its run calls; close() reports them as the steps it flushed. ``failing``:
+    ``second_call`` raises on the second call of each process, ``always`` on every call."""
 
-    def __init__(self, close_behaviour: str = "flush") -> None:
+    def __init__(self, close_behaviour: str = "flush", failing: str = "") -> None:
         self.steps = 0
+        self.calls = 0
         self.close_behaviour = close_behaviour
+        self.failing = failing
 
     def run(self, steps: int) -> dict[str, Any]:
         time.sleep(0.02)
+        self.calls += 1
+        if self.failing == "always" or (self.failing == "second_call" and self.calls == 2):
+            raise FloatingPointError(SIMULATED_FAULT)
         self.steps += steps
         return {"env_steps": steps, "pid": os.getpid(), "node": "node-a"}
 
@@ -105,5 +113,57 @@ def test_a_drain_that_fails_or_hangs_still_ends_with_the_actor_gone(local_ray: N
             assert "did not accept 3 pending chunks" in str(ended[0].fields["error"])
         with pytest.raises(ray.exceptions.RayActorError):  # killed
             ray.get(handle.run.remote(1), timeout=30)
+    finally:
+        fleet.kill_all()
+
+
+def _restartable_fleet(failing_first: str, failure_limit: int = 3) -> ActorFleet:
+    """actor-0 fails as ``failing_first`` says, the others never; Ray restarts them as in a run."""
+    remote: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Stepper)
+    return ActorFleet(
+        lambda actor_id, index: remote.remote("flush", failing_first if index == 0 else ""),
+        5,
+        failure_limit=failure_limit,
+    )
+
+
+def test_an_actor_whose_run_raises_is_restarted_and_reports_again(local_ray: None) -> None:
+    fleet = _restartable_fleet("second_call")
+    try:
+        fleet.scale(2)
+        pids: dict[str, set[int]] = {"actor-0": set(), "actor-1": set()}
+        events: list[FleetEvent] = []
+        deadline = time.monotonic() + 90
+        while len(pids["actor-0"]) < 3:  # its first process, and two restarts that reported again
+            assert time.monotonic() < deadline, events
+            for actor_id, report in fleet.poll():
+                pids[actor_id].add(report["pid"])
+            events += fleet.take_events()
+            time.sleep(0.01)
+        failed = [e for e in events if e.kind == "failed"]
+        assert len(failed) >= 2 and {e.actor_id for e in failed} == {"actor-0"}
+        assert all(SIMULATED_FAULT in str(e.fields["error"]) for e in failed)
+        assert all(e.fields["in_a_row"] == 1 for e in failed)  # each restart reported before it failed again
+        assert len(pids["actor-1"]) == 1  # the healthy actor went on undisturbed
+        assert fleet.running == 2 and sorted(fleet.pending.values()) == ["actor-0"] * 2 + ["actor-1"] * 2
+    finally:
+        fleet.kill_all()
+
+
+def test_an_actor_that_fails_on_every_call_stops_the_fleet_with_its_error(local_ray: None) -> None:
+    fleet = _restartable_fleet("always", failure_limit=3)
+    try:
+        fleet.scale(2)
+        events: list[FleetEvent] = []
+        deadline = time.monotonic() + 90
+        with pytest.raises(ActorFailing, match=f"actor-0: its run raised 3 times in a row.*{SIMULATED_FAULT}"):
+            while time.monotonic() < deadline:
+                fleet.poll()
+                events += fleet.take_events()
+                time.sleep(0.01)
+        events += fleet.take_events()
+        assert [e.fields["in_a_row"] for e in events if e.kind == "failed"] == [1, 2, 3]
+        with pytest.raises(ValueError, match="failure_limit"):
+            ActorFleet(lambda actor_id, index: None, 5, failure_limit=0)
     finally:
         fleet.kill_all()
