@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import threading
 from typing import Any, ClassVar
 
 import ray
@@ -119,16 +120,21 @@ class ActorWorker:
         self.metrics = ActorMetrics(actor_id, train.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         """The Ray node this actor runs on."""
+        self.draining = threading.Event()
+        """Set by :meth:`begin_drain`: ``run`` calls return at their next step."""
 
     def run(self, steps: int) -> dict[str, Any]:
-        """Step the cells ``steps`` times; returns this call's counts, the weights version in use,
-        the (version, unix time) of each weights load since the last call, and the outcome of each
-        episode finished (``EpisodeOutcome`` fields, as plain tuples)."""
+        """Step the cells ``steps`` times (fewer once the actor is draining); returns this call's
+        counts, the weights version in use, the (version, unix time) of each weights load since the
+        last call, and the outcome of each episode finished (``EpisodeOutcome`` fields, as plain
+        tuples)."""
         stats = self.actor.stats
         env, episodes, successes = stats.env_steps, stats.episodes, stats.outcomes["success"]
         holds, out_of_bounds = stats.holds, stats.out_of_bounds_proposed
         self.actor.adoptions.clear()
         for _ in range(steps):
+            if self.draining.is_set():
+                break
             self.actor.step()
         outcomes = self.actor.take_outcomes()
         self.metrics.report(
@@ -152,17 +158,29 @@ class ActorWorker:
             "node": self.node,
         }
 
+    @property
+    def writers(self) -> list[ReplayWriter]:
+        return self.actor.sinks  # type: ignore[return-value]
+
     def pid(self) -> int:
         return os.getpid()
+
+    def begin_drain(self, timeout: float | None = None) -> None:
+        """The driver is stopping this actor (called beside a running ``run``, in the fleet's control
+        concurrency group): from now on its shards admit its chunks past their rate limiters — a
+        ``run`` waiting on one goes on — and its ``run`` calls return at their next step."""
+        self.draining.set()
+        for writer in self.writers:
+            writer.begin_drain(timeout)
 
     def close(self, timeout: float | None = None) -> dict[str, int]:
         """Flush every cell's trajectories to replay and stop the writers (a drain's last call:
         the shards admit these last chunks past their rate limiters); returns the steps appended
         and the steps the shards accepted, which are then equal."""
-        writers: list[ReplayWriter] = self.actor.sinks  # type: ignore[assignment]
-        for writer in writers:
+        self.draining.set()
+        for writer in self.writers:
             writer.close(timeout, drain=True)
-        stats = [writer.stats() for writer in writers]
+        stats = [writer.stats() for writer in self.writers]
         return {
             "appended_steps": sum(s.appended_steps for s in stats),
             "accepted_steps": sum(s.accepted_steps for s in stats),

@@ -41,7 +41,7 @@ from actors.worker import ActorWorker
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
 from graspfleet.curriculum import CURRICULUM_STREAM, CurriculumMetrics, RunCurriculum
-from graspfleet.fleet import ActorFleet
+from graspfleet.fleet import ACTOR_CONCURRENCY, ActorFleet
 from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
@@ -367,7 +367,10 @@ def train_distributed(
         targets = prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
         stack.callback(targets.unlink, missing_ok=True)  # a finished run is no longer scraped
         resources: dict[str, float] = {config.actor_resource: 1.0} if config.actor_resource else {}
-        remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, resources=resources)(ActorWorker)
+        options: dict[str, Any] = {"concurrency_groups": ACTOR_CONCURRENCY}  # (not in ray.remote's typed overloads)
+        remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, resources=resources, **options)(
+            ActorWorker
+        )
         plain = to_mapping(config)
 
         def start_actor(actor_id: str, index: int) -> Any:
@@ -550,10 +553,7 @@ def train_distributed(
                 collect()
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
                     record_validation()
-                # an actor still in its queued run calls may wait on the rate limiter, and gets its
-                # drain flag to the shards only after them: keep sampling (unused) so they admit
-                with contextlib.suppress(ReplayUnavailable):
-                    sampler.sample(timeout=0.02)
+                time.sleep(0.02)
             replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
             plane.set_state(status="stopped" if stopping else "finished")
             plane.append_event(

@@ -6,10 +6,12 @@
 
 - up: new actors start with fresh ids (``actor-7`` never reuses a drained actor's id, so its
   replay writers, metrics and weight-sync bookkeeping start clean);
-- down: the newest actors **drain**: they get no new ``run`` calls; once the calls they have finish,
-  ``close()`` flushes every trajectory step they appended to replay, and only then is the actor
-  killed. A drain that cannot finish within ``close_timeout`` (its shard gone) is killed anyway and
-  reported as such.
+- down: the newest actors **drain**: ``begin_drain()`` tells them at once (a call in the
+  :data:`CONTROL_GROUP` concurrency group, so it runs beside a ``run`` under way): their shards
+  admit their chunks past the rate limiters from then on and their ``run`` calls return at the next
+  step; they get no new ``run`` calls; once the calls they have return, ``close()`` flushes every
+  trajectory step they appended to replay, and only then is the actor killed. A drain that cannot
+  finish within ``close_timeout`` (its shard gone) is killed anyway and reported as such.
 
 An actor is *running* once it has returned a report (a new actor may wait for resources, e.g. a
 ``sim_slot`` on a node the autoscaler has yet to add). :meth:`ActorFleet.poll` hands the driver
@@ -33,6 +35,11 @@ from typing import Any
 import ray
 
 ACTOR_FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+CONTROL_GROUP = "control"
+"""The concurrency group of an actor's control calls (``begin_drain``), which run beside its
+``run`` calls: fleet actors are made remote with ``concurrency_groups=ACTOR_CONCURRENCY``."""
+ACTOR_CONCURRENCY = {CONTROL_GROUP: 1}
 
 
 class ActorFailing(RuntimeError):
@@ -73,7 +80,8 @@ class FleetEvent:
 
 
 class ActorFleet:
-    """Actors made by ``start_actor(actor_id, index)``, each asked to ``run(steps_per_call)``."""
+    """Actors made by ``start_actor(actor_id, index)``, each asked to ``run(steps_per_call)``; a
+    draining one to ``begin_drain(timeout)`` (in :data:`CONTROL_GROUP`) and then ``close(timeout)``."""
 
     def __init__(
         self,
@@ -134,6 +142,8 @@ class ActorFleet:
         for member in reversed(active[desired:]):  # the newest drain first
             member.draining = True
             member.drain_deadline = self.clock() + self.close_timeout
+            # a failure here (the actor died, its shard is gone) shows in close()
+            member.handle.begin_drain.options(concurrency_group=CONTROL_GROUP).remote(self.close_timeout)
             self.events.append(FleetEvent("draining", member.actor_id))
 
     def poll(self) -> list[tuple[str, dict[str, Any]]]:

@@ -274,18 +274,26 @@ class ReplayWriter:
                     synced = False
                     self._lock.notify_all()
 
+    def begin_drain(self, timeout: float | None = None) -> None:
+        """This writer's actor is being stopped while the run goes on: from now on the shard admits
+        its chunks past the rate limiter, and a stream of it waiting on the limiter goes on (a
+        bounded overshoot: what the actor appends until it stops). Safe beside ``append`` on
+        another thread."""
+        if self._drain:
+            return
+        self._drain = True  # every stream from now on carries the drain flag
+        try:
+            self._insert_stream([], self.timeout if timeout is None else timeout)  # announce it now
+        except grpc.RpcError as exc:
+            raise _map_error(exc) from None
+
     def close(self, timeout: float | None = None, drain: bool = False) -> None:
-        """Flush and stop the sender. ``drain``: this writer's actor is being stopped while the run
-        goes on; the shard admits its last chunks past the rate limiter."""
+        """Flush and stop the sender. ``drain``: :meth:`begin_drain` first."""
         if self._closed:
             return
         try:
             if drain:
-                self._drain = True
-                try:
-                    self._insert_stream([], self.timeout if timeout is None else timeout)  # announce it
-                except grpc.RpcError as exc:
-                    raise _map_error(exc) from None
+                self.begin_drain(timeout)
             self.flush(timeout)
         finally:
             self._closed = True

@@ -12,35 +12,47 @@ from typing import Any
 import pytest
 import ray
 
-from graspfleet.fleet import ActorFailing, ActorFleet, FleetEvent
+from graspfleet.fleet import ACTOR_CONCURRENCY, ActorFailing, ActorFleet, FleetEvent
 
 SIMULATED_FAULT = "cell 3: NaN in qpos after mj_step"
 
 
 class Stepper:
-    """Counts its run calls; close() reports them as the steps it flushed. ``failing``:
-    ``second_call`` raises on the second call of each process, ``always`` on every call."""
+    """Counts its run calls; close() reports them as the steps it flushed, and whether begin_drain
+    reached it while a run call was under way. ``failing``: ``second_call`` raises on the second
+    call of each process, ``always`` on every call."""
 
     def __init__(self, close_behaviour: str = "flush", failing: str = "") -> None:
         self.steps = 0
         self.calls = 0
+        self.in_run = False
+        self.drain_began_in_run = 0
         self.close_behaviour = close_behaviour
         self.failing = failing
 
     def run(self, steps: int) -> dict[str, Any]:
-        time.sleep(0.02)
+        self.in_run = True
+        time.sleep(0.2)
+        self.in_run = False
         self.calls += 1
         if self.failing == "always" or (self.failing == "second_call" and self.calls == 2):
             raise FloatingPointError(SIMULATED_FAULT)
         self.steps += steps
         return {"env_steps": steps, "pid": os.getpid(), "node": "node-a"}
 
+    def begin_drain(self, timeout: float | None = None) -> None:
+        self.drain_began_in_run = int(self.in_run)
+
     def close(self, timeout: float | None = None) -> dict[str, int]:
         if self.close_behaviour == "fail":
             raise RuntimeError("flush: shard did not accept 3 pending chunks in time")
         if self.close_behaviour == "hang":
             time.sleep(60)
-        return {"appended_steps": self.steps, "accepted_steps": self.steps}
+        return {
+            "appended_steps": self.steps,
+            "accepted_steps": self.steps,
+            "drain_began_in_run": self.drain_began_in_run,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +63,7 @@ def local_ray() -> Iterator[None]:
 
 
 def _fleet(close_behaviour: str = "flush", close_timeout: float = 30.0) -> ActorFleet:
-    remote: Any = ray.remote(num_cpus=0)(Stepper)
+    remote: Any = ray.remote(num_cpus=0, concurrency_groups=ACTOR_CONCURRENCY)(Stepper)
     return ActorFleet(lambda actor_id, index: remote.remote(close_behaviour), 5, close_timeout=close_timeout)
 
 
@@ -89,6 +101,7 @@ def test_scaling_up_starts_fresh_ids_and_down_drains_the_newest_after_their_call
         for actor_id, flushed in drained.items():
             steps = sum(report["env_steps"] for a, report in collected if a == actor_id)
             assert flushed["appended_steps"] == flushed["accepted_steps"] == steps > 0
+            assert flushed["drain_began_in_run"] == 1  # told at once, beside the run call under way
         assert set(fleet.members) == {"actor-0"} and set(fleet.pending.values()) == {"actor-0"}
         fleet.scale(2)
         assert "actor-3" in fleet.members  # a new id, never a drained one's
@@ -119,7 +132,9 @@ def test_a_drain_that_fails_or_hangs_still_ends_with_the_actor_gone(local_ray: N
 
 def _restartable_fleet(failing_first: str, failure_limit: int = 3) -> ActorFleet:
     """actor-0 fails as ``failing_first`` says, the others never; Ray restarts them as in a run."""
-    remote: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Stepper)
+    remote: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, concurrency_groups=ACTOR_CONCURRENCY)(
+        Stepper
+    )
     return ActorFleet(
         lambda actor_id, index: remote.remote("flush", failing_first if index == 0 else ""),
         5,
