@@ -130,8 +130,34 @@ class LearnerMetrics:
             registry=r,
         )
         self.sample_wait = Counter("graspfleet_learner_sample_wait_seconds", "Time waiting for batches", registry=r)
-        self.losses = Gauge("graspfleet_learner_loss", "Learner losses", ["name"], registry=r)
+        self.losses = Gauge(
+            "graspfleet_learner_loss",
+            "Learner losses of the last update (name: critic_loss, actor_loss, alpha_loss, bc_loss, kl)",
+            ["name"],
+            registry=r,
+        )
         self.alpha = Gauge("graspfleet_learner_alpha", "SAC temperature", registry=r)
+        self.q_value = Gauge("graspfleet_learner_q_value", "Mean Q of the last batch (first critic)", registry=r)
+        self.policy_entropy = Gauge(
+            "graspfleet_learner_policy_entropy", "Policy entropy estimate on the last batch (nats)", registry=r
+        )
+        self.grad_norm = Gauge(
+            "graspfleet_learner_grad_norm",
+            "Gradient norm of the policy head's channel (position, force) in the last update",
+            ["channel"],
+            registry=r,
+        )
+        self.learning_rate = Gauge(
+            "graspfleet_learner_learning_rate",
+            "Learning rate of the policy head's channel (reduced while its gradient norm exceeds its threshold)",
+            ["channel"],
+            registry=r,
+        )
+        self.updates_per_second = Gauge(
+            "graspfleet_learner_updates_per_second",
+            "Learner updates per second since the previous publication",
+            registry=r,
+        )
         self.actor_restarts = Counter("graspfleet_actor_restarts", "Actor processes found restarted", registry=r)
         self.actors_desired = Gauge(
             "graspfleet_actors_desired", "Actors the control plane asks for, by kind", ["kind"], registry=r
@@ -166,6 +192,20 @@ class LearnerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+
+    LOSSES = ("critic_loss", "actor_loss", "alpha_loss", "bc_loss", "kl")
+    """The ``name`` labels of ``graspfleet_learner_loss``: keys of ``SACLearner.update``'s result."""
+
+    def show_update(self, result: Mapping[str, float]) -> None:
+        """Set the per-update gauges from an update's result."""
+        for name in self.LOSSES:
+            self.losses.labels(name=name).set(result[name])
+        self.alpha.set(result["alpha"])
+        self.q_value.set(result["q_mean"])
+        self.policy_entropy.set(result["entropy"])
+        for channel in ("position", "force"):
+            self.grad_norm.labels(channel=channel).set(result[f"{channel}_grad_norm"])
+            self.learning_rate.labels(channel=channel).set(result[f"{channel}_lr"])
 
     def show_best(self, evaluation: Mapping[str, float]) -> None:
         """Set the best-policy gauges from the evaluation row that chose it."""
@@ -491,6 +531,7 @@ def train_distributed(
 
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
         reconciled = -math.inf
+        last_published_at = time.perf_counter()
         replay_inserted_steps = 0
         try:
             while (
@@ -519,9 +560,7 @@ def train_distributed(
                     batch_from_columns(batch.columns, learner.device, batch.weights), demonstrations.sample()
                 )
                 metrics.updates.inc()
-                for name in ("critic_loss", "actor_loss", "alpha_loss"):
-                    metrics.losses.labels(name=name).set(last[name])
-                metrics.alpha.set(last["alpha"])
+                metrics.show_update(last)
                 if learner.updates % config.checkpoint_every == 0:
                     learner_checkpoint.save(
                         learner, checkpoint_dir, version, None if curriculum is None else curriculum.state()
@@ -531,6 +570,9 @@ def train_distributed(
                     validating = evaluator.validate.remote(version, curriculum.tier, curriculum.generation)
                     validation_request = (curriculum.tier, learner.updates)
                 if learner.updates % config.publish_every == 0:
+                    published_at = time.perf_counter()
+                    metrics.updates_per_second.set(config.publish_every / (published_at - last_published_at))
+                    last_published_at = published_at
                     publish()
                     plane.set_state(weights_version=version, updates=learner.updates, env_steps=env_steps)
                     row = progress.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import urllib.request
 from pathlib import Path
 
@@ -76,6 +77,15 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     served = started[0].metrics.registry.get_sample_value
     assert served("graspfleet_best_policy_weights_version") == best["weights_version"]
     assert served("graspfleet_best_policy_success_rate") == best["success_rate"]
+    # the learner's per-update series
+    for channel in ("position", "force"):
+        assert served("graspfleet_learner_grad_norm", {"channel": channel}) > 0
+        assert 0 < served("graspfleet_learner_learning_rate", {"channel": channel}) <= config.sac.actor_lr
+    assert served("graspfleet_learner_updates_per_second") > 0
+    assert served("graspfleet_learner_loss", {"name": "bc_loss"}) >= 0
+    assert math.isfinite(served("graspfleet_learner_q_value")) and math.isfinite(
+        served("graspfleet_learner_policy_entropy")
+    )
 
 
 def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
