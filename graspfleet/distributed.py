@@ -55,6 +55,7 @@ from graspfleet.training import (
     Progress,
     TrainConfig,
     TrainReport,
+    demonstration_rows,
     make_learner,
     validation_row,
 )
@@ -269,13 +270,14 @@ def prometheus_targets(
 def shard_limits(config: TrainConfig, shards: int) -> dict[str, int | float]:
     """The ``graspfleet replay serve`` options (capacity, minimum size, rate limiter) each of
     ``shards`` shards of a run of ``config`` needs."""
+    replay_rows = config.batch_size - demonstration_rows(config)  # what one update samples from replay
     return {
         "capacity": config.replay.capacity,
         # each shard holds about 1/shards of the data: its minimum is that share
         "min_size": max(1, config.min_replay // shards),
         # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
-        "samples_per_insert": config.batch_size * config.updates_per_step / config.cells,
-        "error_buffer": RATE_LIMIT_SLACK_UPDATES * config.batch_size / shards,
+        "samples_per_insert": replay_rows * config.updates_per_step / config.cells,
+        "error_buffer": RATE_LIMIT_SLACK_UPDATES * replay_rows / shards,
     }
 
 

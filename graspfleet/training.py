@@ -125,6 +125,12 @@ class TrainConfig:
         )
 
 
+def demonstration_rows(config: TrainConfig) -> int:
+    """Rows of each learner batch drawn from the expert demonstrations; the rest,
+    ``batch_size - demonstration_rows``, come from replay."""
+    return round(config.batch_size * config.sac.demo_fraction) if config.demonstrations > 0 else 0
+
+
 class InMemoryWeights:
     """Published weights kept in this process (the serial stand-in for the control plane)."""
 
@@ -188,7 +194,7 @@ class DemonstrationBatches:
         """Control steps of all the expert episodes collected so far, every tier included."""
         self.tier: str | None = None
         self.table: ReplayTable | None = None
-        self.size = round(config.batch_size * config.sac.demo_fraction) if config.demonstrations > 0 else 0
+        self.size = demonstration_rows(config)
         self.switch_tier(tier or config.tier)
 
     def switch_tier(self, tier: str) -> None:

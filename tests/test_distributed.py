@@ -198,3 +198,37 @@ def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it()
     sync.published(4, at=13.0)
     assert sync.adopted("actor-0", 4, at=13.1) == []
     assert sync.adopted("actor-2", 4, at=13.4) == [pytest.approx(0.4)]
+
+
+@pytest.mark.parametrize("demonstrations", [0, 100])
+def test_the_shards_rate_limiters_hold_the_ratio_the_serial_loop_keeps(demonstrations: int) -> None:
+    """Actor steps go to the shards; the learner takes every update their limiters allow, each
+    sampling the batch's replay share from one shard: updates per actor step come out as
+    ``updates_per_step``, as in the serial loop, whatever share of the batch demonstrations take."""
+    from graspfleet.distributed import shard_limits
+    from graspfleet.training import TrainConfig, demonstration_rows
+    from replay.config import ShardConfig
+    from replay.rate_limiter import RateLimiter
+
+    config = TrainConfig(cells=8, batch_size=256, updates_per_step=0.5, demonstrations=demonstrations)
+    limits = shard_limits(config, shards=2)
+    limiters = [
+        RateLimiter(
+            ShardConfig(
+                min_size_to_sample=int(limits["min_size"]),
+                samples_per_insert=limits["samples_per_insert"],
+                error_buffer=limits["error_buffer"],
+            )
+        )
+        for _ in range(2)
+    ]
+    rows = config.batch_size - demonstration_rows(config)
+    assert rows == (128 if demonstrations else 256)
+    actor_steps, updates = 20_000, 0
+    for _ in range(actor_steps):
+        for cell in range(config.cells):
+            limiters[cell % 2].record_insert(1)
+        while ready := [limiter for limiter in limiters if limiter.can_sample()]:
+            ready[0].record_sample(rows)
+            updates += 1
+    assert updates / actor_steps == pytest.approx(config.updates_per_step, rel=0.03)
