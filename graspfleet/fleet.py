@@ -19,10 +19,11 @@ every finished report and every lifecycle change as :class:`FleetEvent`.
 
 Failures: an actor whose process dies is restarted by Ray (``max_restarts=-1``) and asked again.
 An actor whose ``run`` *raises* (its cells, writers or policy copy are then suspect) is killed and
-restarted the same way, and the failure is an event; a draining one is removed instead. Only when
-the same actor's ``run`` raises ``failure_limit`` times in a row, with no report between, does
-:meth:`ActorFleet.poll` raise :class:`ActorFailing`: restarting it does not help, so the run stops
-with the actor's error rather than restarting it forever.
+restarted the same way; one whose constructor raised is dead for good (Ray does not restart it),
+so a new one is started under the same id. Either is a ``failed`` event; a draining actor is
+removed instead. Only when the same actor fails ``failure_limit`` times in a row, with no report
+between, does :meth:`ActorFleet.poll` raise :class:`ActorFailing`: restarting it does not help,
+so the run stops with the actor's error rather than restarting it forever.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ACTOR_CONCURRENCY = {CONTROL_GROUP: 1}
 
 
 class ActorFailing(RuntimeError):
-    """An actor's ``run`` raised ``failure_limit`` times in a row, restarted each time."""
+    """An actor failed ``failure_limit`` times in a row, restarted each time."""
 
 
 def last_line(error: BaseException, limit: int = 300) -> str:
@@ -55,6 +56,8 @@ def last_line(error: BaseException, limit: int = 300) -> str:
 @dataclasses.dataclass
 class Member:
     actor_id: str
+    index: int
+    """What ``start_actor`` was given (seeds follow it)."""
     handle: Any
     started: float
     running: bool = False
@@ -64,14 +67,14 @@ class Member:
     """The ``close()`` call of a drained actor."""
     drain_deadline: float = 0.0
     failures: int = 0
-    """``run`` calls that raised since its last report."""
+    """Failures (a ``run`` that raised, a constructor that raised) since its last report."""
 
 
 @dataclasses.dataclass(frozen=True)
 class FleetEvent:
     """``started`` / ``running`` / ``failed`` / ``draining`` / ``drained`` / ``drain_failed`` /
-    ``drain_timeout``, with details (``failed``: the error of the ``run`` call that raised and the
-    failures in a row, after which the actor was restarted; ``drained``: the steps the actor
+    ``drain_timeout``, with details (``failed``: the error of the ``run`` call or constructor that
+    raised and the failures in a row, after which the actor was restarted; ``drained``: the steps the actor
     appended and the steps its shards accepted; ``drain_failed``: the error)."""
 
     kind: str
@@ -133,7 +136,7 @@ class ActorFleet:
         active = self.active
         for _ in range(desired - len(active)):
             actor_id = f"actor-{self.next_index}"
-            member = Member(actor_id, self.start_actor(actor_id, self.next_index), self.clock())
+            member = Member(actor_id, self.next_index, self.start_actor(actor_id, self.next_index), self.clock())
             self.next_index += 1
             self.members[actor_id] = member
             for _ in range(self.calls_in_flight):
@@ -148,8 +151,9 @@ class ActorFleet:
 
     def poll(self) -> list[tuple[str, dict[str, Any]]]:
         """Collect finished ``run`` calls (re-queueing active actors' calls), restart actors whose
-        call raised, and advance drains; returns ``(actor id, report)`` for each finished call.
-        Raises :class:`ActorFailing` when an actor's calls raised ``failure_limit`` times in a row."""
+        call or constructor raised, and advance drains; returns ``(actor id, report)`` for each
+        finished call. Raises :class:`ActorFailing` when an actor failed ``failure_limit`` times in
+        a row."""
         reports = []
         if self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
@@ -159,12 +163,15 @@ class ActorFleet:
                 member = self.members[self.pending.pop(ref)]
                 try:
                     report = ray.get(ref)
-                except ACTOR_FAILURES:
+                except ACTOR_FAILURES as error:
+                    if getattr(error, "actor_init_failed", False):  # dead for good: Ray will not restart it
+                        self._failed(member, error, replace=True)
+                        continue
                     report = None  # Ray restarts the actor (max_restarts=-1); ask again
                 except ray.exceptions.RayTaskError as error:
-                    report = None
-                    if not self._failed(member, error):
+                    if not self._failed(member, error, replace=False):
                         continue
+                    report = None
                 if report is not None:
                     member.failures = 0
                     reports.append((member.actor_id, report))
@@ -178,9 +185,11 @@ class ActorFleet:
         self._advance_drains()
         return reports
 
-    def _failed(self, member: Member, error: ray.exceptions.RayTaskError) -> bool:
-        """``member``'s ``run`` raised ``error``: restart its process (its other calls then fail
-        and are asked again); a draining member is removed instead. Returns whether it stays."""
+    def _failed(self, member: Member, error: ray.exceptions.RayError, replace: bool) -> bool:
+        """``member``'s ``run`` or constructor raised ``error``. ``replace`` (its constructor: the
+        handle is dead for good): start a new actor under its id with fresh calls; else restart its
+        process (its other calls then fail and are asked again). A draining member is removed
+        instead. Returns whether the caller should ask it again."""
         member.failures += 1
         message = last_line(error)
         if member.draining:
@@ -190,11 +199,19 @@ class ActorFleet:
         self.events.append(FleetEvent("failed", member.actor_id, {"error": message, "in_a_row": member.failures}))
         if member.failures >= self.failure_limit:
             raise ActorFailing(
-                f"{member.actor_id}: its run raised {member.failures} times in a row, restarted after each; "
+                f"{member.actor_id}: failed {member.failures} times in a row, restarted after each; "
                 f"the last error: {message}"
             ) from error
-        ray.kill(member.handle, no_restart=False)  # Ray starts a fresh process from the same arguments
-        return True
+        if not replace:
+            ray.kill(member.handle, no_restart=False)  # Ray starts a fresh process from the same arguments
+            return True
+        for ref in [r for r, actor_id in self.pending.items() if actor_id == member.actor_id]:
+            del self.pending[ref]  # calls to the dead handle: each would fail the same way
+        member.handle = self.start_actor(member.actor_id, member.index)
+        member.started = self.clock()
+        for _ in range(self.calls_in_flight):
+            self._call(member)
+        return False
 
     def take_events(self) -> list[FleetEvent]:
         events, self.events = self.events, []

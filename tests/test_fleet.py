@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,15 @@ SIMULATED_FAULT = "cell 3: NaN in qpos after mj_step"
 class Stepper:
     """Counts its run calls; close() reports them as the steps it flushed, and whether begin_drain
     reached it while a run call was under way. ``failing``: ``second_call`` raises on the second
-    call of each process, ``always`` on every call."""
+    call of each process, ``always`` on every call; ``init`` raises in the constructor, and
+    ``init_once:PATH`` does so while PATH exists, removing it."""
 
     def __init__(self, close_behaviour: str = "flush", failing: str = "") -> None:
+        if failing == "init":
+            raise ConnectionError(SIMULATED_FAULT)
+        if failing.startswith("init_once:") and os.path.exists(marker := failing.removeprefix("init_once:")):
+            os.remove(marker)
+            raise ConnectionError(SIMULATED_FAULT)
         self.steps = 0
         self.calls = 0
         self.in_run = False
@@ -171,7 +178,7 @@ def test_an_actor_that_fails_on_every_call_stops_the_fleet_with_its_error(local_
         fleet.scale(2)
         events: list[FleetEvent] = []
         deadline = time.monotonic() + 90
-        with pytest.raises(ActorFailing, match=f"actor-0: its run raised 3 times in a row.*{SIMULATED_FAULT}"):
+        with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
             while time.monotonic() < deadline:
                 fleet.poll()
                 events += fleet.take_events()
@@ -180,5 +187,38 @@ def test_an_actor_that_fails_on_every_call_stops_the_fleet_with_its_error(local_
         assert [e.fields["in_a_row"] for e in events if e.kind == "failed"] == [1, 2, 3]
         with pytest.raises(ValueError, match="failure_limit"):
             ActorFleet(lambda actor_id, index: None, 5, failure_limit=0)
+    finally:
+        fleet.kill_all()
+
+
+def test_an_actor_whose_constructor_raised_is_started_anew_and_a_lasting_fault_stops_the_fleet(
+    local_ray: None, tmp_path: Path
+) -> None:
+    # Ray does not restart an actor whose constructor raised: every call to it fails at once
+    marker = tmp_path / "fail-once"
+    marker.touch()
+    fleet = _restartable_fleet(f"init_once:{marker}")
+    try:
+        fleet.scale(2)
+        reports, events = _poll_until(fleet, lambda f, _: f.running == 2)
+        failed = [e for e in events if e.kind == "failed"]
+        assert [(e.actor_id, e.fields["in_a_row"]) for e in failed] == [("actor-0", 1)]  # once, not once per call
+        assert SIMULATED_FAULT in str(failed[0].fields["error"])
+        assert {actor_id for actor_id, _ in reports} == {"actor-0", "actor-1"}  # the new actor-0 reports
+        assert sorted(fleet.pending.values()) == ["actor-0"] * 2 + ["actor-1"] * 2
+    finally:
+        fleet.kill_all()
+    fleet = _restartable_fleet("init", failure_limit=3)
+    try:
+        fleet.scale(1)
+        events: list[FleetEvent] = []
+        deadline = time.monotonic() + 60
+        with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
+            while time.monotonic() < deadline:
+                fleet.poll()
+                events += fleet.take_events()
+                time.sleep(0.01)
+        events += fleet.take_events()
+        assert [e.fields["in_a_row"] for e in events if e.kind == "failed"] == [1, 2, 3]
     finally:
         fleet.kill_all()
