@@ -205,8 +205,7 @@ class ActorFleet:
         if not replace:
             ray.kill(member.handle, no_restart=False)  # Ray starts a fresh process from the same arguments
             return True
-        for ref in [r for r, actor_id in self.pending.items() if actor_id == member.actor_id]:
-            del self.pending[ref]  # calls to the dead handle: each would fail the same way
+        self._drop_calls(member)  # calls to the dead handle: each would fail the same way
         member.handle = self.start_actor(member.actor_id, member.index)
         member.started = self.clock()
         for _ in range(self.calls_in_flight):
@@ -239,9 +238,12 @@ class ActorFleet:
                 self._remove(member)
                 self.events.append(FleetEvent("drain_timeout", member.actor_id))
 
-    def _remove(self, member: Member) -> None:
+    def _drop_calls(self, member: Member) -> None:
         for ref in [r for r, actor_id in self.pending.items() if actor_id == member.actor_id]:
             del self.pending[ref]
+
+    def _remove(self, member: Member) -> None:
+        self._drop_calls(member)
         ray.kill(member.handle)
         del self.members[member.actor_id]
 
