@@ -149,6 +149,20 @@ def _restartable_fleet(failing_first: str, failure_limit: int = 3) -> ActorFleet
     )
 
 
+def _failures_until_the_fleet_stops(fleet: ActorFleet, seconds: float = 90) -> list[int]:
+    """Poll until actor-0's failures stop the fleet with SIMULATED_FAULT; the ``in_a_row`` of each
+    ``failed`` event on the way."""
+    events: list[FleetEvent] = []
+    deadline = time.monotonic() + seconds
+    with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
+        while time.monotonic() < deadline:
+            fleet.poll()
+            events += fleet.take_events()
+            time.sleep(0.01)
+    events += fleet.take_events()
+    return [int(e.fields["in_a_row"]) for e in events if e.kind == "failed"]
+
+
 def test_an_actor_whose_run_raises_is_restarted_and_reports_again(local_ray: None) -> None:
     fleet = _restartable_fleet("second_call")
     try:
@@ -176,15 +190,7 @@ def test_an_actor_that_fails_on_every_call_stops_the_fleet_with_its_error(local_
     fleet = _restartable_fleet("always", failure_limit=3)
     try:
         fleet.scale(2)
-        events: list[FleetEvent] = []
-        deadline = time.monotonic() + 90
-        with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
-            while time.monotonic() < deadline:
-                fleet.poll()
-                events += fleet.take_events()
-                time.sleep(0.01)
-        events += fleet.take_events()
-        assert [e.fields["in_a_row"] for e in events if e.kind == "failed"] == [1, 2, 3]
+        assert _failures_until_the_fleet_stops(fleet) == [1, 2, 3]
         with pytest.raises(ValueError, match="failure_limit"):
             ActorFleet(lambda actor_id, index: None, 5, failure_limit=0)
     finally:
@@ -211,14 +217,6 @@ def test_an_actor_whose_constructor_raised_is_started_anew_and_a_lasting_fault_s
     fleet = _restartable_fleet("init", failure_limit=3)
     try:
         fleet.scale(1)
-        events: list[FleetEvent] = []
-        deadline = time.monotonic() + 60
-        with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
-            while time.monotonic() < deadline:
-                fleet.poll()
-                events += fleet.take_events()
-                time.sleep(0.01)
-        events += fleet.take_events()
-        assert [e.fields["in_a_row"] for e in events if e.kind == "failed"] == [1, 2, 3]
+        assert _failures_until_the_fleet_stops(fleet) == [1, 2, 3]
     finally:
         fleet.kill_all()
