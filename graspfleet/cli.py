@@ -419,6 +419,7 @@ def status(
 ) -> None:
     """What a running job is doing, read from its control plane: state, weights, shards, actors,
     the curriculum and its tier history, recent events."""
+    from graspfleet.control_plane import SHARD_HEARTBEAT_MAX_AGE
     from graspfleet.curriculum import CURRICULUM_STREAM
 
     plane = _control_plane(run_dir, redis, run)
@@ -429,6 +430,11 @@ def status(
             "state": plane.state(),
             "weights_version": plane.latest_version(),
             "shards": plane.shards(),
+            "shards_down": {
+                address: round(age, 1)
+                for address, age in plane.shard_heartbeat_ages().items()
+                if age > SHARD_HEARTBEAT_MAX_AGE
+            },
             "actors": {"sim": plane.actor_counts("sim")},
             "curriculum": None if curriculum is None else curriculum["controller"],
             "tier_history": [e for e in plane.events(stream=CURRICULUM_STREAM) if e["kind"] in TIER_CHANGES],
@@ -444,6 +450,9 @@ def status(
         table.add_row(key, value)
     table.add_row("weights version", str(report["weights_version"]))
     table.add_row("replay shards", ", ".join(report["shards"]) or "none alive")
+    if report["shards_down"]:
+        down = ", ".join(f"{address} (silent {age:.0f} s)" for address, age in report["shards_down"].items())
+        table.add_row("replay shards down", down)
     for kind, counts in report["actors"].items():
         table.add_row(f"actors ({kind})", _actor_counts_line(counts))
     state = report["curriculum"]

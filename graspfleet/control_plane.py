@@ -9,7 +9,8 @@ Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touch
 ``weights:published``         a hash: version → unix time of its publication
 ``weights:notify``            pub/sub channel announcing each new version (actors listen)
 ``state``                     a hash of the run's state (tier, status, learner step, …)
-``shards``                    a hash: replay shard address → last heartbeat (unix seconds)
+``shards``                    a hash: replay shard address → last heartbeat (unix seconds;
+                              the driver's shard supervisor refreshes it while the shard answers)
 ``actors:desired:{kind}``     how many actors of a kind (``sim``, ``arm``) the run should have
 ``actors:{kind}``             a hash: how many of that kind are ``running`` and ``draining``
                               now (the driver writes it as it reconciles)
@@ -38,6 +39,9 @@ from typing import Any, TypeVar
 import redis
 
 T = TypeVar("T")
+
+SHARD_HEARTBEAT_MAX_AGE = 30.0
+"""Seconds after its last heartbeat that a replay shard counts as down."""
 
 _PUBLISH = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -204,11 +208,15 @@ class ControlPlane:
         stamp = time.time() if now is None else now
         self._call(lambda: self.client.hset(self.key("shards"), address, f"{stamp:.3f}"))
 
-    def shards(self, max_age: float = 30.0, now: float | None = None) -> list[str]:
-        """Shards whose heartbeat is at most ``max_age`` seconds old, sorted."""
+    def shard_heartbeat_ages(self, now: float | None = None) -> dict[str, float]:
+        """Seconds since each registered shard's last heartbeat, by address (sorted)."""
         current = time.time() if now is None else now
         raw = self._call(lambda: self.client.hgetall(self.key("shards")))
-        return sorted(k.decode() for k, v in raw.items() if current - float(v) <= max_age)
+        return {k.decode(): current - float(v) for k, v in sorted(raw.items())}
+
+    def shards(self, max_age: float = SHARD_HEARTBEAT_MAX_AGE, now: float | None = None) -> list[str]:
+        """Shards whose heartbeat is at most ``max_age`` seconds old, sorted."""
+        return [address for address, age in self.shard_heartbeat_ages(now).items() if age <= max_age]
 
     def remove_shard(self, address: str) -> None:
         self._call(lambda: self.client.hdel(self.key("shards"), address))

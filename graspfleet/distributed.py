@@ -45,6 +45,7 @@ from graspfleet.fleet import ACTOR_CONCURRENCY, ActorFleet
 from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
+from graspfleet.shard_supervisor import ShardSupervisor
 from graspfleet.sim.batch import OUTCOMES
 from graspfleet.sim.tiers import TIER_ORDER
 from graspfleet.spec import observation_spec
@@ -187,6 +188,15 @@ class LearnerMetrics:
         self.best_tier = Gauge(
             "graspfleet_best_policy_tier", "Curriculum tier of the run's best policy (index, T0 = 0)", registry=r
         )
+        self.shards_up = Gauge(
+            "graspfleet_replay_shards_up", "Replay shards that answered the driver's last probe", registry=r
+        )
+        self.shard_restarts = Counter(
+            "graspfleet_replay_shard_restarts",
+            "Replay shard processes of the run the driver started again after they exited",
+            ["shard"],
+            registry=r,
+        )
         self.weight_sync = Histogram(
             "graspfleet_weight_sync_seconds",
             "From a weights version's publication until every actor runs it",
@@ -323,7 +333,7 @@ def train_distributed(
         signature = grasp_signature(observation_spec(config.cell))
         shard_processes = []
         shard_metrics_ports = []
-        for _ in range(0 if replay else shards):
+        for index in range(0 if replay else shards):
             shard_metrics_ports.append(free_port())
             limits = shard_limits(config, shards)
             shard = ShardProcess(
@@ -334,6 +344,11 @@ def train_distributed(
                     *(arg for key, value in limits.items() for arg in (f"--{key.replace('_', '-')}", str(value))),
                     "--metrics-port",
                     str(shard_metrics_ports[-1]),
+                    # restored when it restarts, and when the run resumes
+                    "--checkpoint-dir",
+                    str(run_dir / "replay" / f"shard-{index}"),
+                    "--checkpoint-interval",
+                    str(config.replay.checkpoint_interval),
                 ],
                 host=host,
             )
@@ -347,6 +362,17 @@ def train_distributed(
             if served != signature:
                 raise ValueError(f"--replay {address}: the shard's signature does not match this config's observations")
             plane.heartbeat_shard(address)
+        stack.enter_context(  # stops before the shards do
+            ShardSupervisor(
+                addresses,
+                shard_processes,
+                plane,
+                metrics.shards_up,
+                metrics.shard_restarts,
+                on_event=plane.append_event,
+                interval=config.reconcile_seconds,
+            )
+        )
         learner = make_learner(config)
         checkpoint_dir = run_dir / "learner"
         resumed = (

@@ -104,6 +104,7 @@ def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type:
     plane.set_state(status="training", tier="T1")
     plane.publish_weights(4, b"w")
     plane.heartbeat_shard("127.0.0.1:1234")
+    plane.heartbeat_shard("127.0.0.1:4321", now=time.time() - 90)  # silent for 90 s
     plane.append_event("promotion", {"to": "T1"})
     (tmp_path / "control_plane.json").write_text(json.dumps({"redis_url": server.url, "run": "myrun"}))
     result = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path), "--json"])
@@ -111,6 +112,9 @@ def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type:
     data = json.loads(result.output)
     assert data["state"]["tier"] == "T1" and data["weights_version"] == 4
     assert data["shards"] == ["127.0.0.1:1234"] and data["events"][0]["kind"] == "promotion"
+    assert list(data["shards_down"]) == ["127.0.0.1:4321"] and 89 < data["shards_down"]["127.0.0.1:4321"] < 120
+    table = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path)])
+    assert "replay shards down" in table.output and "127.0.0.1:4321 (silent 90 s)" in table.output
     missing = CliRunner().invoke(app, ["status", "--run-dir", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

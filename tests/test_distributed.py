@@ -16,6 +16,7 @@ from graspfleet.redis_server import RedisServer
 from learner.curriculum import CurriculumConfig
 from learner.weights import deserialize
 from replay.client import HashRing, shard_info
+from replay.config import ShardConfig
 
 from .conftest import small_train_config
 
@@ -144,8 +145,15 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     except RuntimeError as exc:
         assert "learner crash" in str(exc)
     assert crashed_at and (run_dir / "learner" / "state.json").is_file()
-    report = train_distributed(config, run_dir, shards=1)
+    restored: list[int] = []
+    report = train_distributed(
+        config,
+        run_dir,
+        shards=1,
+        on_start=lambda run: restored.append(shard_info(run.shards[0].address).restored_steps),
+    )
     assert report.updates > crashed_at["updates"] >= 20  # the update count went on from the checkpoint
+    assert restored[0] >= crashed_at["env_steps"]  # the replay too (the shard's checkpoint on the way out)
     assert report.weights_version > crashed_at["weights_version"]  # and so did the version numbering
     from graspfleet.redis_server import RedisServer
 
@@ -177,6 +185,48 @@ def test_an_actor_waiting_on_the_rate_limiter_when_the_run_ends_still_flushes_ev
     assert [e["kind"] for e in ends] == ["actor_drained"], ends
     appended, accepted = int(ends[0]["appended_steps"]), int(ends[0]["accepted_steps"])
     assert appended == accepted == report.replay_inserted_steps > 0  # the shard holds every step appended
+
+
+def test_a_killed_replay_shard_is_restarted_from_its_checkpoint_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
+    # checkpoints every second; the shard is SIGKILLed (no final checkpoint) once it has taken one
+    config = small_train_config(
+        cells=2, actors=2, env_steps=10_000_000, time_budget=30.0, min_replay=40,
+        replay=ShardConfig(capacity=20_000, min_size_to_sample=1, checkpoint_interval=1.0),
+    )  # fmt: skip
+    started: list[DistributedRun] = []
+    killed: dict[str, int] = {}
+    inserted_after: list[int] = []
+
+    def progress(row: dict[str, float]) -> None:
+        shard = started[0].shards[0]
+        info = shard_info(shard.address)
+        if not killed and info.checkpoints >= 1 and info.size > 0 and row["seconds"] < 15:
+            killed["inserted"] = int(info.inserted_steps)
+            shard.kill()
+        elif killed:
+            inserted_after.append(int(info.inserted_steps))
+
+    with RedisServer() as redis:
+        report = train_distributed(
+            config, tmp_path / "run", shards=2, redis_url=redis.url, on_progress=progress, on_start=started.append
+        )
+        events = ControlPlane(redis.url, "run").events()
+    address = started[0].shards[0].address
+    assert killed, "the shard never took a checkpoint"
+    restarts = [e for e in events if e["kind"] == "shard_restarted"]
+    assert [e["shard"] for e in restarts] == [address]
+    assert int(restarts[0]["exit_code"]) == -9 and 0 < int(restarts[0]["restored_steps"]) <= killed["inserted"]
+    served = started[0].metrics.registry.get_sample_value
+    assert served("graspfleet_replay_shard_restarts_total", {"shard": address}) == 1
+    assert served("graspfleet_replay_shards_up") == 2
+    # it took trajectories again after the restart ...
+    assert inserted_after and inserted_after[-1] > killed["inserted"]
+    # ... and what the shard had accepted but not checkpointed came back from the writers: every
+    # step each actor appended is in replay, once
+    assert not [e for e in events if e["kind"] == "actor_failed"]
+    drained = [e for e in events if e["kind"] == "actor_drained"]
+    assert len(drained) == 2 and all(e["appended_steps"] == e["accepted_steps"] for e in drained)
+    assert sum(int(e["appended_steps"]) for e in drained) == report.replay_inserted_steps
 
 
 def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it() -> None:
