@@ -4,7 +4,9 @@ A checkpoint is taken in two parts. :func:`capture` copies the table's index (a 
 arrays and the episode/writer bookkeeping): the only moment the table is held. :func:`write`
 then saves the live column arrays from another thread while the table keeps serving; a slot
 overwritten during the write is detected afterwards by its generation and left out of the
-checkpoint (such slots are the oldest items, being evicted anyway). Files are ``.npy`` arrays
+checkpoint (such slots are the oldest items, being evicted anyway). Only the slots the ring has
+filled so far are written (it fills from slot 0 up before it wraps), so a checkpoint of a table
+that holds little is small however large its capacity. Files are ``.npy`` arrays
 and JSON; nothing is pickled, and loading never unpickles. The directory is replaced
 atomically: a crash mid-write leaves the previous checkpoint intact.
 """
@@ -23,7 +25,9 @@ import numpy as np
 from replay.signature import Signature
 from replay.table import ReplayTable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: columns hold the filled slots only (1: every slot); both restore."""
+READABLE_VERSIONS = (1, 2)
 CURRENT = "current"
 
 
@@ -56,9 +60,11 @@ def write(directory: Path, table: ReplayTable, cut: Capture) -> CheckpointReport
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".writing-{os.getpid()}-{time.monotonic_ns()}"
     (staging / "columns").mkdir(parents=True)
-    for name, column in table.storage.items():
-        np.save(staging / "columns" / f"{name}.npy", column, allow_pickle=False)
     arrays = dict(cut.arrays)
+    occupied = np.flatnonzero(arrays["generation"] >= 0)
+    filled = int(occupied[-1]) + 1 if occupied.size else 0  # slots past it were never written at the cut
+    for name, column in table.storage.items():
+        np.save(staging / "columns" / f"{name}.npy", column[:filled], allow_pickle=False)
     torn = (table.generation != arrays["generation"]) & (arrays["generation"] >= 0)
     if torn.any():
         arrays["generation"] = np.where(torn, -1, arrays["generation"])
@@ -105,8 +111,8 @@ def restore(directory: Path, table: ReplayTable) -> int:
     """
     path = directory / CURRENT
     meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')}, expected one of {READABLE_VERSIONS}")
     stored = Signature.from_mapping(meta["signature"])
     if stored != table.signature:
         raise ValueError(f"{path}: checkpoint signature differs from the table's; refusing to restore")
@@ -114,6 +120,9 @@ def restore(directory: Path, table: ReplayTable) -> int:
         raise ValueError(f"{path}: checkpoint capacity {meta['capacity']} differs from {table.config.capacity}")
     with np.load(path / "index.npz", allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    columns = {name: np.load(path / "columns" / f"{name}.npy", allow_pickle=False) for name in table.storage}
+    # mapped, not read: the table copies them into its own preallocated columns
+    columns = {
+        name: np.load(path / "columns" / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in table.storage
+    }
     table.load_state(arrays, columns, meta)
     return table.size

@@ -468,10 +468,15 @@ class ReplayTable:
             if value.shape != (cap,):
                 raise ValueError(f"checkpoint index {name!r} has shape {value.shape}, the table capacity is {cap}")
             getattr(self, name)[:] = value
+        filled = int(np.flatnonzero(self.generation >= 0)[-1]) + 1 if (self.generation >= 0).any() else 0
         for name, column in self.storage.items():
             if name not in columns:
                 raise ValueError(f"checkpoint has no data for column {name!r}")
-            column[:] = columns[name]
+            data = columns[name]
+            if not filled <= len(data) <= cap or data.shape[1:] != column.shape[1:]:
+                expected = f"{filled} to {cap} rows of {column.shape[1:]}"
+                raise ValueError(f"checkpoint column {name!r} has shape {data.shape}: expected {expected}")
+            column[: len(data)] = data
         self.cursor = int(meta["cursor"])
         self.next_generation = int(meta["next_generation"])
         self.next_episode_ref = int(meta["next_episode_ref"])

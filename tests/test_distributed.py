@@ -190,21 +190,25 @@ def test_an_actor_waiting_on_the_rate_limiter_when_the_run_ends_still_flushes_ev
 def test_a_killed_replay_shard_is_restarted_from_its_checkpoint_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
     # checkpoints every second; the shard is SIGKILLed (no final checkpoint) once it has taken one
     config = small_train_config(
-        cells=2, actors=2, env_steps=10_000_000, time_budget=30.0, min_replay=40,
+        cells=2, actors=2, env_steps=10_000_000, time_budget=35.0, min_replay=40,
         replay=ShardConfig(capacity=20_000, min_size_to_sample=1, checkpoint_interval=1.0),
     )  # fmt: skip
     started: list[DistributedRun] = []
+    checkpoints_with_data: list[int] = []
     killed: dict[str, int] = {}
     inserted_after: list[int] = []
 
     def progress(row: dict[str, float]) -> None:
         shard = started[0].shards[0]
         info = shard_info(shard.address)
-        if not killed and info.checkpoints >= 1 and info.size > 0 and row["seconds"] < 15:
+        if info.size > 0 and not checkpoints_with_data:
+            checkpoints_with_data.append(info.checkpoints)
+        if killed:
+            inserted_after.append(int(info.inserted_steps))
+        # a checkpoint begun after the shard held data (the one under way may have begun before)
+        elif checkpoints_with_data and info.checkpoints >= checkpoints_with_data[0] + 2 and row["seconds"] < 20:
             killed["inserted"] = int(info.inserted_steps)
             shard.kill()
-        elif killed:
-            inserted_after.append(int(info.inserted_steps))
 
     with RedisServer() as redis:
         report = train_distributed(

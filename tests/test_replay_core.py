@@ -178,6 +178,30 @@ def test_checkpoint_leaves_out_slots_overwritten_while_writing(tmp_path) -> None
     np.testing.assert_array_equal(sample.columns["next_obs"][:, 0], sample.columns["obs"][:, 0] + 1)
 
 
+def test_a_checkpoint_holds_the_filled_slots_only_and_full_width_ones_still_restore(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from replay import checkpoint
+
+    table = _table(capacity=1000)
+    table.insert(chunk(1, 0, 12, episode=0))
+    checkpoint.write(tmp_path, table, checkpoint.capture(table))
+    columns = tmp_path / "current" / "columns"
+    assert all(np.load(f, mmap_mode="r").shape[0] == 12 for f in columns.iterdir())  # not 1000
+    restored = _table(capacity=1000)
+    checkpoint.restore(tmp_path, restored)
+    for name, column in table.storage.items():
+        np.testing.assert_array_equal(restored.storage[name], column)
+    # format 1 wrote every slot: it restores the same
+    for name, column in table.storage.items():
+        np.save(columns / f"{name}.npy", column, allow_pickle=False)
+    meta = json.loads((tmp_path / "current" / "meta.json").read_text())
+    (tmp_path / "current" / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    old = _table(capacity=1000)
+    checkpoint.restore(tmp_path, old)
+    assert old.size == 12 and set(old.sample(100).columns["step_id"].tolist()) <= set(range(11))
+
+
 def test_restore_refuses_another_signature(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from replay import checkpoint
     from replay.signature import ColumnSpec, Signature
