@@ -297,19 +297,22 @@ def train(
             if serial:
                 report = train_serial(config, directory, on_progress=update)
             else:
-                from graspfleet.distributed import train_distributed
+                from graspfleet.distributed import RunSetupError, train_distributed
 
-                report = train_distributed(
-                    config,
-                    directory,
-                    shards=shards,
-                    redis_url=redis,
-                    address=address,
-                    metrics_port=metrics_port,
-                    host=host,
-                    replay=replay,
-                    on_progress=update,
-                )
+                try:
+                    report = train_distributed(
+                        config,
+                        directory,
+                        shards=shards,
+                        redis_url=redis,
+                        address=address,
+                        metrics_port=metrics_port,
+                        host=host,
+                        replay=replay,
+                        on_progress=update,
+                    )
+                except RunSetupError as exc:
+                    raise _fail(str(exc)) from None
         except KeyboardInterrupt:
             resume = "" if serial else "; the same command with the same --run-dir resumes from its checkpoint"
             console.print(f"[yellow]interrupted[/]: the policy and metrics so far are in {directory}{resume}")

@@ -64,6 +64,7 @@ from learner import checkpoint as learner_checkpoint
 from learner.curriculum import EpisodeOutcome, ValidationResult
 from learner.sac import batch_from_columns
 from learner.weights import serialize
+from replay import checkpoint as replay_checkpoint
 from replay.client import ReplaySampler, ReplayUnavailable, fetch_signature, shard_info
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
@@ -73,6 +74,10 @@ ACTOR_KIND = "sim"
 
 RATE_LIMIT_SLACK_UPDATES = 200
 """How many updates the learner may run ahead of (or behind) the ratio ``updates_per_step`` sets."""
+
+
+class RunSetupError(ValueError):
+    """The run cannot start as asked; the message says why and what to change."""
 
 
 class WeightSyncTracker:
@@ -333,9 +338,18 @@ def train_distributed(
         signature = grasp_signature(observation_spec(config.cell))
         shard_processes = []
         shard_metrics_ports = []
+        limits = shard_limits(config, shards)
         for index in range(0 if replay else shards):
+            checkpoint_dir = run_dir / "replay" / f"shard-{index}"
+            if replay_checkpoint.exists(checkpoint_dir):  # a resumed run: its replay must fit this config
+                try:
+                    replay_checkpoint.check_compatible(checkpoint_dir, signature, int(limits["capacity"]))
+                except ValueError as exc:
+                    raise RunSetupError(
+                        f"{exc}: resume with the replay settings the run started with, "
+                        f"or remove {run_dir / 'replay'} to start with an empty replay"
+                    ) from None
             shard_metrics_ports.append(free_port())
-            limits = shard_limits(config, shards)
             shard = ShardProcess(
                 free_port(),
                 signature,
@@ -346,7 +360,7 @@ def train_distributed(
                     str(shard_metrics_ports[-1]),
                     # restored when it restarts, and when the run resumes
                     "--checkpoint-dir",
-                    str(run_dir / "replay" / f"shard-{index}"),
+                    str(checkpoint_dir),
                     "--checkpoint-interval",
                     str(config.replay.checkpoint_interval),
                 ],
@@ -360,7 +374,9 @@ def train_distributed(
         for address in replay or ():
             served = fetch_signature(address)
             if served != signature:
-                raise ValueError(f"--replay {address}: the shard's signature does not match this config's observations")
+                raise RunSetupError(
+                    f"--replay {address}: the shard's signature does not match this config's observations"
+                )
             plane.heartbeat_shard(address)
         stack.enter_context(  # stops before the shards do
             ShardSupervisor(

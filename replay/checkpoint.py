@@ -104,20 +104,25 @@ def exists(directory: Path) -> bool:
     return (directory / CURRENT / "meta.json").is_file()
 
 
-def restore(directory: Path, table: ReplayTable) -> int:
-    """Load ``directory/current`` into ``table``; returns the steps restored.
-
-    Refuses (ValueError) a checkpoint of another signature or capacity rather than guessing.
-    """
+def check_compatible(directory: Path, signature: Signature, capacity: int) -> dict[str, Any]:
+    """The metadata of ``directory/current``; ValueError if a table of ``signature`` and
+    ``capacity`` cannot restore it (another format, signature or capacity: no guessing)."""
     path = directory / CURRENT
-    meta = json.loads((path / "meta.json").read_text())
+    meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
     if meta.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"{path}: checkpoint format {meta.get('format_version')}, expected one of {READABLE_VERSIONS}")
-    stored = Signature.from_mapping(meta["signature"])
-    if stored != table.signature:
+    if Signature.from_mapping(meta["signature"]) != signature:
         raise ValueError(f"{path}: checkpoint signature differs from the table's; refusing to restore")
-    if int(meta["capacity"]) != table.config.capacity:
-        raise ValueError(f"{path}: checkpoint capacity {meta['capacity']} differs from {table.config.capacity}")
+    if int(meta["capacity"]) != capacity:
+        raise ValueError(f"{path}: checkpoint capacity {meta['capacity']} differs from {capacity}")
+    return meta
+
+
+def restore(directory: Path, table: ReplayTable) -> int:
+    """Load ``directory/current`` into ``table``; returns the steps restored. Refuses (ValueError)
+    what :func:`check_compatible` refuses."""
+    path = directory / CURRENT
+    meta = check_compatible(directory, table.signature, table.config.capacity)
     with np.load(path / "index.npz", allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     # mapped, not read: the table copies them into its own preallocated columns

@@ -162,6 +162,23 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert any(e["kind"] == "learner_resumed" for e in events)
 
 
+def test_a_resumed_run_whose_replay_checkpoint_does_not_fit_its_config_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    from graspfleet.distributed import RunSetupError
+    from graspfleet.spec import observation_spec
+    from replay import checkpoint
+    from replay.signature import grasp_signature
+    from replay.table import ReplayTable
+
+    config = small_train_config(env_steps=100)
+    saved = ReplayTable(grasp_signature(observation_spec(config.cell)), ShardConfig(capacity=500))
+    checkpoint.write(tmp_path / "run" / "replay" / "shard-0", saved, checkpoint.capture(saved))
+    with pytest.raises(RunSetupError, match=r"capacity 500 differs from 20000.*remove .*replay to start with an empty"):
+        train_distributed(config, tmp_path / "run", shards=1)
+    assert not (tmp_path / "run" / "learner").exists()  # nothing started, nothing written
+
+
 def test_an_actor_waiting_on_the_rate_limiter_when_the_run_ends_still_flushes_everything(tmp_path: Path) -> None:
     # the actor produces far more than the learner's ratio admits and its writers hold one chunk
     # each, so whenever the budget ends it is inside a run call, waiting on the shard's limiter
