@@ -627,6 +627,8 @@ def replay_serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     capacity: Annotated[int, typer.Option(help="Steps held before the oldest are removed.")] = 100_000,
     sampler: Annotated[str, typer.Option(help="uniform or prioritized.")] = "uniform",
+    priority_exponent: Annotated[float, typer.Option(help="Prioritized: α of P(i) ∝ p_i^α.")] = 0.6,
+    importance_exponent: Annotated[float, typer.Option(help="Prioritized: β of the importance weights.")] = 0.4,
     min_size: Annotated[int, typer.Option(help="Steps inserted before sampling may start.")] = 1_000,
     samples_per_insert: Annotated[float, typer.Option(help="Target sampled rows per inserted step (0: off).")] = 0.0,
     error_buffer: Annotated[float, typer.Option(help="Slack of the sample-to-insert ratio.")] = 10_000.0,
@@ -639,7 +641,7 @@ def replay_serve(
         Path | None,
         typer.Option(
             help="A training config (YAML): capacity, minimum size and rate limiter as `graspfleet train` "
-            "sets them for its own shards (overrides those options)."
+            "sets them for its own shards (overrides those options and the sampler's)."
         ),
     ] = None,
     shards: Annotated[int, typer.Option(min=1, help="With --train-config: how many shards the run has.")] = 1,
@@ -654,15 +656,20 @@ def replay_serve(
     try:
         if train_config is not None:
             from graspfleet.config import load
-            from graspfleet.distributed import shard_limits
+            from graspfleet.distributed import shard_options
             from graspfleet.training import TrainConfig
 
-            limits = shard_limits(load(TrainConfig, train_config, []), shards)
-            capacity, min_size = int(limits["capacity"]), int(limits["min_size"])
-            samples_per_insert, error_buffer = float(limits["samples_per_insert"]), float(limits["error_buffer"])
+            options = shard_options(load(TrainConfig, train_config, []), shards)
+            capacity, min_size = int(options["capacity"]), int(options["min_size"])
+            samples_per_insert, error_buffer = float(options["samples_per_insert"]), float(options["error_buffer"])
+            sampler = str(options["sampler"])
+            priority_exponent = float(options["priority_exponent"])
+            importance_exponent = float(options["importance_exponent"])
         config = ShardConfig(
             capacity=capacity,
             sampler=sampler,  # type: ignore[arg-type]
+            priority_exponent=priority_exponent,
+            importance_exponent=importance_exponent,
             min_size_to_sample=min_size,
             samples_per_insert=samples_per_insert,
             error_buffer=error_buffer,
@@ -699,6 +706,7 @@ def replay_info(
         "shard",
         "size / capacity",
         "MB",
+        "sampler",
         "inserted",
         "sampled",
         "evicted",
@@ -712,6 +720,7 @@ def replay_info(
             addr,
             f"{i.size:,} / {i.capacity:,}",
             f"{i.bytes / 1e6:.1f}",
+            i.sampler,
             f"{i.inserted_steps:,}",
             f"{i.sampled_items:,}",
             f"{i.evicted_steps:,}",

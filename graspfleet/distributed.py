@@ -58,6 +58,7 @@ from graspfleet.training import (
     TrainReport,
     demonstration_rows,
     make_learner,
+    new_priorities,
     validation_row,
 )
 from learner import checkpoint as learner_checkpoint
@@ -65,7 +66,7 @@ from learner.curriculum import EpisodeOutcome, ValidationResult
 from learner.sac import batch_from_columns
 from learner.weights import serialize
 from replay import checkpoint as replay_checkpoint
-from replay.client import ReplaySampler, ReplayUnavailable, fetch_signature, shard_info
+from replay.client import ReplayError, ReplaySampler, ReplayUnavailable, fetch_signature, shard_info
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
 
@@ -193,6 +194,11 @@ class LearnerMetrics:
         self.best_tier = Gauge(
             "graspfleet_best_policy_tier", "Curriculum tier of the run's best policy (index, T0 = 0)", registry=r
         )
+        self.priority_update_failures = Counter(
+            "graspfleet_learner_priority_update_failures",
+            "Prioritized replay: batches whose new priorities did not reach their shard",
+            registry=r,
+        )
         self.shards_up = Gauge(
             "graspfleet_replay_shards_up", "Replay shards that answered the driver's last probe", registry=r
         )
@@ -282,12 +288,15 @@ def prometheus_targets(
     return path
 
 
-def shard_limits(config: TrainConfig, shards: int) -> dict[str, int | float]:
-    """The ``graspfleet replay serve`` options (capacity, minimum size, rate limiter) each of
-    ``shards`` shards of a run of ``config`` needs."""
+def shard_options(config: TrainConfig, shards: int) -> dict[str, int | float | str]:
+    """The ``graspfleet replay serve`` options (capacity, sampler, minimum size, rate limiter)
+    each of ``shards`` shards of a run of ``config`` needs."""
     replay_rows = config.batch_size - demonstration_rows(config)  # what one update samples from replay
     return {
         "capacity": config.replay.capacity,
+        "sampler": config.replay.sampler,
+        "priority_exponent": config.replay.priority_exponent,
+        "importance_exponent": config.replay.importance_exponent,
         # each shard holds about 1/shards of the data: its minimum is that share
         "min_size": max(1, config.min_replay // shards),
         # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
@@ -338,12 +347,12 @@ def train_distributed(
         signature = grasp_signature(observation_spec(config.cell))
         shard_processes = []
         shard_metrics_ports = []
-        limits = shard_limits(config, shards)
+        shard_args = shard_options(config, shards)
         for index in range(0 if replay else shards):
             checkpoint_dir = run_dir / "replay" / f"shard-{index}"
             if replay_checkpoint.exists(checkpoint_dir):  # a resumed run: its replay must fit this config
                 try:
-                    replay_checkpoint.check_compatible(checkpoint_dir, signature, int(limits["capacity"]))
+                    replay_checkpoint.check_compatible(checkpoint_dir, signature, config.replay.capacity)
                 except ValueError as exc:
                     raise RunSetupError(
                         f"{exc}: resume with the replay settings the run started with, "
@@ -355,7 +364,7 @@ def train_distributed(
                 signature,
                 run_dir,
                 [
-                    *(arg for key, value in limits.items() for arg in (f"--{key.replace('_', '-')}", str(value))),
+                    *(arg for key, value in shard_args.items() for arg in (f"--{key.replace('_', '-')}", str(value))),
                     "--metrics-port",
                     str(shard_metrics_ports[-1]),
                     # restored when it restarts, and when the run resumes
@@ -576,7 +585,7 @@ def train_distributed(
         progress = Progress(run_dir / "metrics.csv", config.success_window, start)
         reconciled = -math.inf
         last_published_at = time.perf_counter()
-        replay_inserted_steps = 0
+        replay_inserted_steps = replay_priority_updates = 0
         try:
             while (
                 env_steps < config.env_steps
@@ -603,6 +612,11 @@ def train_distributed(
                 last = learner.update(
                     batch_from_columns(batch.columns, learner.device, batch.weights), demonstrations.sample()
                 )
+                if config.replay.sampler == "prioritized":
+                    try:
+                        sampler.update_priorities(batch, new_priorities(learner, config.replay), timeout=2.0)
+                    except ReplayError:  # its shard went away meanwhile: the batch's items keep their priorities
+                        metrics.priority_update_failures.inc()
                 metrics.updates.inc()
                 metrics.show_update(last)
                 if learner.updates % config.checkpoint_every == 0:
@@ -640,7 +654,9 @@ def train_distributed(
                 if validating is not None and ray.wait([validating], timeout=0)[0]:
                     record_validation()
                 time.sleep(0.02)
-            replay_inserted_steps = sum(shard_info(address).inserted_steps for address in addresses)
+            shard_infos = [shard_info(address) for address in addresses]
+            replay_inserted_steps = sum(info.inserted_steps for info in shard_infos)
+            replay_priority_updates = sum(info.priority_updates for info in shard_infos)
             plane.set_state(status="stopped" if stopping else "finished")
             plane.append_event(
                 "run_finished",
@@ -675,5 +691,6 @@ def train_distributed(
         demonstration_steps=demonstrations.steps,
         weight_sync_seconds=sync.latencies,
         replay_inserted_steps=replay_inserted_steps,
+        replay_priority_updates=replay_priority_updates,
         best_evaluation=best.evaluation,
     )

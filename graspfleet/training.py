@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from actors.exploration import ExplorationConfig
@@ -41,6 +42,11 @@ from replay.config import ShardConfig
 from replay.local import TableSink
 from replay.signature import grasp_signature
 from replay.table import ReplayTable
+
+
+def new_priorities(learner: SACLearner, replay: ShardConfig) -> np.ndarray:
+    """Priorities of the last update's replay rows: |TD error| + ``replay.priority_epsilon``."""
+    return learner.last_td_errors.cpu().numpy().astype(np.float64) + replay.priority_epsilon
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +175,8 @@ class TrainReport:
     """Distributed runs: per fully adopted version, publication → every actor running it."""
     replay_inserted_steps: int = 0
     """Distributed runs: steps the replay shards inserted, read after every actor drained."""
+    replay_priority_updates: int = 0
+    """Prioritized replay: items whose priority the learner set (every replay row of every update)."""
 
 
 def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:
@@ -510,6 +518,8 @@ def train_serial(
                 sample = table.sample(config.batch_size - demonstrations.size)
                 batch = batch_from_columns(sample.columns, learner.device, sample.weights)
                 last = learner.update(batch, demonstrations.sample())
+                if config.replay.sampler == "prioritized":
+                    table.update_priorities(sample.keys, new_priorities(learner, config.replay))
                 if learner.updates % config.publish_every == 0:
                     publish()
                     row = progress.append(
@@ -558,4 +568,5 @@ def train_serial(
         demonstration_steps=demonstrations.steps,
         evaluations=evaluations.rows,
         best_evaluation=best.evaluation,
+        replay_priority_updates=table.priority_updates,
     )

@@ -27,6 +27,9 @@ class ShardConfig:
     """α of prioritized sampling, P(i) ∝ p_i^α (Ape-X/R2D2)."""
     importance_exponent: float = 0.4
     """β of the importance weights (N·P(i))^-β, normalized by the batch maximum."""
+    priority_epsilon: float = 1e-3
+    """Added to an item's |TD error| when the learner sets its priority, so no item's sampling
+    probability falls to zero (prioritized sampling only)."""
     min_size_to_sample: int = 1_000
     samples_per_insert: float = 0.0
     error_buffer: float = 10_000.0
@@ -46,6 +49,7 @@ class ShardConfig:
         require(self.sampler in ("uniform", "prioritized"), f"replay.sampler: unknown sampler {self.sampler!r}")
         require(self.priority_exponent >= 0, "replay.priority_exponent: must be >= 0")
         require(self.importance_exponent >= 0, "replay.importance_exponent: must be >= 0")
+        require(self.priority_epsilon > 0, "replay.priority_epsilon: must be > 0")
         require(self.min_size_to_sample >= 1, "replay.min_size_to_sample: must be >= 1")
         require(
             self.samples_per_insert >= 0 and math.isfinite(self.samples_per_insert),

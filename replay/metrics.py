@@ -22,6 +22,9 @@ class ShardMetrics:
         self.sampled_batches = Counter(f"{p}sampled_batches", "Batches sampled", registry=r)
         self.evicted = Counter(f"{p}evicted_steps", "Steps removed by the FIFO remover", registry=r)
         self.duplicates = Counter(f"{p}duplicate_chunks", "Chunks received again and skipped", registry=r)
+        self.priority_updates = Counter(
+            f"{p}priority_updates", "Items whose priority the learner set (prioritized sampling)", registry=r
+        )
         self.rejected = Counter(f"{p}rejected_chunks", "Chunks refused as invalid", ["field"], registry=r)
         self.blocked = Counter(
             f"{p}rate_limiter_blocked_seconds", "Seconds callers waited on the rate limiter", ["side"], registry=r

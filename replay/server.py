@@ -257,6 +257,7 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise AssertionError("unreachable") from exc
+        self.metrics.priority_updates.inc(updated)
         return pb.UpdatePrioritiesResponse(updated=updated, stale=stale)
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.ShardInfo:
@@ -270,6 +271,7 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
             evicted_steps=t.evicted_steps,
             duplicate_chunks=t.duplicate_chunks,
             rejected_chunks=t.rejected_chunks,
+            priority_updates=t.priority_updates,
             tier_counts={int(k): int(t.tier_count[k]) for k in np.flatnonzero(t.tier_count)},
             signature=[c.to_proto() for c in t.signature.columns],
             sampler=self.config.sampler,

@@ -125,6 +125,8 @@ class ReplayTable:
         self.evicted_steps = 0
         self.duplicate_chunks = 0
         self.rejected_chunks = 0
+        self.priority_updates = 0
+        """Items whose priority :meth:`update_priorities` set."""
         self.rng = np.random.default_rng(seed)
 
     # -- sizes ----------------------------------------------------------------------------------
@@ -414,6 +416,7 @@ class ReplayTable:
         )
         s = slots[fresh]
         self.priority[s] = values[fresh]
+        self.priority_updates += int(s.size)
         if s.size:
             self.max_priority = max(self.max_priority, float(values[fresh].max()))
             sampleable = (self.next_slot[s] >= 0) & ~self.is_last[s]
@@ -450,6 +453,7 @@ class ReplayTable:
                 "evicted_steps": self.evicted_steps,
                 "duplicate_chunks": self.duplicate_chunks,
                 "rejected_chunks": self.rejected_chunks,
+                "priority_updates": self.priority_updates,
             },
             "episodes": [
                 [actor, episode, e.reference, e.next_offset, e.last_slot, e.last_generation]

@@ -13,6 +13,7 @@ from graspfleet.control_plane import ControlPlane
 from graspfleet.distributed import DistributedRun, train_distributed
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
+from graspfleet.training import demonstration_rows
 from learner.curriculum import CurriculumConfig
 from learner.weights import deserialize
 from replay.client import HashRing, shard_info
@@ -29,6 +30,7 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
         batch_size=32,
         min_replay=160,
         curriculum=CurriculumConfig(validate_every=10, validation_episodes=2),
+        replay=ShardConfig(capacity=20_000, min_size_to_sample=1, sampler="prioritized"),
     )
     port = free_port()
     started: list[DistributedRun] = []
@@ -54,6 +56,9 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
         state, events = plane.state(), plane.events()
         plane.close()
     assert report.env_steps >= 1200 and report.updates > 0
+    # prioritized replay: every update sent its replay rows' new priorities to their shard
+    assert report.replay_priority_updates == report.updates * (32 - demonstration_rows(config))
+    assert started[0].metrics.registry.get_sample_value("graspfleet_learner_priority_update_failures_total") == 0
     sizes = seen["sizes"]
     assert isinstance(sizes, dict)
     ring = HashRing(list(sizes))
@@ -276,19 +281,19 @@ def test_the_shards_rate_limiters_hold_the_ratio_the_serial_loop_keeps(demonstra
     """Actor steps go to the shards; the learner takes every update their limiters allow, each
     sampling the batch's replay share from one shard: updates per actor step come out as
     ``updates_per_step``, as in the serial loop, whatever share of the batch demonstrations take."""
-    from graspfleet.distributed import shard_limits
+    from graspfleet.distributed import shard_options
     from graspfleet.training import TrainConfig, demonstration_rows
     from replay.config import ShardConfig
     from replay.rate_limiter import RateLimiter
 
     config = TrainConfig(cells=8, batch_size=256, updates_per_step=0.5, demonstrations=demonstrations)
-    limits = shard_limits(config, shards=2)
+    options = shard_options(config, shards=2)
     limiters = [
         RateLimiter(
             ShardConfig(
-                min_size_to_sample=int(limits["min_size"]),
-                samples_per_insert=limits["samples_per_insert"],
-                error_buffer=limits["error_buffer"],
+                min_size_to_sample=int(options["min_size"]),
+                samples_per_insert=float(options["samples_per_insert"]),
+                error_buffer=float(options["error_buffer"]),
             )
         )
         for _ in range(2)

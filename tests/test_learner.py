@@ -154,6 +154,20 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
     assert learner.update(batch)["bc_loss"] == 0.0
 
 
+def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_surprise_first(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner()
+    reward = columns["reward"].copy()
+    reward[5] += 100.0  # the success bonus where the critic expects a routine step
+    batch = batch_from_columns({**columns, "reward": reward})
+    demos = batch_from_columns({k: v[:8] for k, v in columns.items()})
+    learner.update(batch, demos)
+    td = learner.last_td_errors
+    assert td.shape == (64,)  # the replay rows, in batch order; not the 8 demonstrations
+    assert int(td.argmax()) == 5 and float(td[5]) > 50 and bool((td >= 0).all())
+
+
 def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
     learner = _learner(policy_averaging=0.25)
     batch = batch_from_columns(columns)

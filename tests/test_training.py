@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graspfleet.training import Progress, TrainConfig, train_serial
+from graspfleet.training import Progress, TrainConfig, demonstration_rows, train_serial
 from learner.weights import deserialize
 from replay.config import ShardConfig
 
@@ -26,12 +26,14 @@ def test_serial_run_learns_publishes_and_actors_adopt(tmp_path: Path) -> None:
         min_replay=120,
         publish_every=10,
         chunk_length=32,
-        replay=ShardConfig(capacity=5_000, min_size_to_sample=1),
+        replay=ShardConfig(capacity=5_000, min_size_to_sample=1, sampler="prioritized"),
     )
     progress: list[dict[str, float]] = []
     report = train_serial(config, tmp_path / "run", on_progress=progress.append)
     assert report.env_steps >= 600
     assert report.updates >= 100  # learning started after min_replay and kept the update ratio
+    # prioritized replay: every update set the priorities of its batch's replay rows
+    assert report.replay_priority_updates == report.updates * (32 - demonstration_rows(config))
     assert report.weights_version == report.updates // 10
     assert progress[-1]["actor_weights_version"] >= 2  # actors adopted published versions
     rows = list(csv.DictReader(report.metrics_path.open()))  # type: ignore[union-attr]
