@@ -298,6 +298,7 @@ def train(
                 report = train_serial(config, directory, on_progress=update)
             else:
                 from graspfleet.distributed import RunSetupError, train_distributed
+                from graspfleet.fleet import ActorFailing
 
                 try:
                     report = train_distributed(
@@ -313,6 +314,12 @@ def train(
                     )
                 except RunSetupError as exc:
                     raise _fail(str(exc)) from None
+                except ActorFailing as exc:
+                    console.print(
+                        f"[bold red]error:[/] {exc}\nthe learner's checkpoint and the run so far are in {directory}; "
+                        "the same command resumes it once the fault is fixed"
+                    )
+                    raise typer.Exit(1) from None
         except KeyboardInterrupt:
             resume = "" if serial else "; the same command with the same --run-dir resumes from its checkpoint"
             console.print(f"[yellow]interrupted[/]: the policy and metrics so far are in {directory}{resume}")
@@ -637,6 +644,7 @@ def replay_serve(
     metrics_port: Annotated[int | None, typer.Option(help="Port of the Prometheus /metrics endpoint.")] = None,
     signature: Annotated[str, typer.Option(help="'grasp' or a JSON/YAML file of columns.")] = "grasp",
     max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message (MiB).")] = 64,
+    max_chunk_mb: Annotated[int, typer.Option(help="Largest chunk accepted (MiB; at most --max-message-mb).")] = 16,
     train_config: Annotated[
         Path | None,
         typer.Option(
@@ -675,6 +683,7 @@ def replay_serve(
             error_buffer=error_buffer,
             checkpoint_interval=checkpoint_interval,
             max_message_bytes=max_message_mb * 1024 * 1024,
+            max_chunk_bytes=max_chunk_mb * 1024 * 1024,
         )
         table_signature = _load_signature(signature)
         serve(table_signature, config, port, host, checkpoint_dir, metrics_port)

@@ -41,7 +41,7 @@ from actors.worker import ActorWorker
 from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
 from graspfleet.curriculum import CURRICULUM_STREAM, CurriculumMetrics, RunCurriculum
-from graspfleet.fleet import ACTOR_CONCURRENCY, ActorFleet
+from graspfleet.fleet import ACTOR_CONCURRENCY, ActorFailing, ActorFleet, FleetEvent
 from graspfleet.plots import plot_tier_history, plot_training_curves
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
@@ -470,7 +470,11 @@ def train_distributed(
             return remote.remote(actor_id, plain, redis_url, plane.run, addresses, config.seed + index)
 
         fleet = ActorFleet(
-            start_actor, steps_per_call, close_timeout=config.drain_timeout, failure_limit=config.actor_failure_limit
+            start_actor,
+            steps_per_call,
+            close_timeout=config.drain_timeout,
+            failure_limit=config.actor_failure_limit,
+            failure_window=config.actor_failure_window,
         )
         stack.callback(fleet.kill_all)
         # a fresh run starts with config.actors; a resumed one keeps what operators scaled it to
@@ -506,7 +510,13 @@ def train_distributed(
         def collect() -> None:
             """Take the actors' finished reports and the fleet's lifecycle changes."""
             nonlocal ray_endpoints
-            for actor_id, report in fleet.poll():
+            try:
+                reports = fleet.poll()
+            except ActorFailing:  # the failure that stops the run goes to the audit stream too
+                for event in fleet.take_events():
+                    record_event(event)
+                raise
+            for actor_id, report in reports:
                 record_report(actor_id, report)
             events = fleet.take_events()
             if any(event.kind == "running" for event in events):
@@ -516,8 +526,7 @@ def train_distributed(
                     ray_endpoints = endpoints
                     prometheus_targets(run_dir, plane.run, host, metrics_port, shard_metrics_ports, ray_endpoints)
             for event in events:
-                metrics.actor_lifecycle.labels(kind=ACTOR_KIND, event=event.kind).inc()
-                plane.append_event(f"actor_{event.kind}", {"actor": event.actor_id, **event.fields})
+                record_event(event)
                 if event.kind in ("drained", "drain_failed", "drain_timeout"):
                     running.pop(event.actor_id, None)
                     pids.pop(event.actor_id, None)
@@ -527,6 +536,10 @@ def train_distributed(
                 metrics.actors_running.labels(kind=ACTOR_KIND).set(fleet.running)
                 metrics.actors_draining.labels(kind=ACTOR_KIND).set(fleet.draining)
                 plane.set_actor_counts(fleet.running, fleet.draining, ACTOR_KIND)
+
+        def record_event(event: FleetEvent) -> None:
+            metrics.actor_lifecycle.labels(kind=ACTOR_KIND, event=event.kind).inc()
+            plane.append_event(f"actor_{event.kind}", {"actor": event.actor_id, **event.fields})
 
         def record_report(actor_id: str, report: Mapping[str, Any]) -> None:
             nonlocal env_steps, episodes, successes

@@ -21,9 +21,11 @@ Failures: an actor whose process dies is restarted by Ray (``max_restarts=-1``) 
 An actor whose ``run`` *raises* (its cells, writers or policy copy are then suspect) is killed and
 restarted the same way; one whose constructor raised is dead for good (Ray does not restart it),
 so a new one is started under the same id. Either is a ``failed`` event; a draining actor is
-removed instead. Only when the same actor fails ``failure_limit`` times in a row, with no report
-between, does :meth:`ActorFleet.poll` raise :class:`ActorFailing`: restarting it does not help,
-so the run stops with the actor's error rather than restarting it forever.
+removed instead. Only when the same actor fails ``failure_limit`` times within ``failure_window``
+seconds does :meth:`ActorFleet.poll` raise :class:`ActorFailing`: restarting it does not help, so
+the run stops with the actor's error rather than restarting it forever. (Reports between the
+failures do not excuse them: a fault that strikes a few steps after every restart — a writer its
+shard refuses, a simulator that diverges — is as lasting as one that strikes at once.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ ACTOR_CONCURRENCY = {CONTROL_GROUP: 1}
 
 
 class ActorFailing(RuntimeError):
-    """An actor failed ``failure_limit`` times in a row, restarted each time."""
+    """An actor failed ``failure_limit`` times within ``failure_window`` seconds, restarted each time."""
 
 
 def last_line(error: BaseException, limit: int = 300) -> str:
@@ -66,16 +68,17 @@ class Member:
     closing: Any = None
     """The ``close()`` call of a drained actor."""
     drain_deadline: float = 0.0
-    failures: int = 0
-    """Failures (a ``run`` that raised, a constructor that raised) since its last report."""
+    failures: list[float] = dataclasses.field(default_factory=list)
+    """When it failed (a ``run`` that raised, a constructor that raised), within the failure window."""
 
 
 @dataclasses.dataclass(frozen=True)
 class FleetEvent:
     """``started`` / ``running`` / ``failed`` / ``draining`` / ``drained`` / ``drain_failed`` /
     ``drain_timeout``, with details (``failed``: the error of the ``run`` call or constructor that
-    raised and the failures in a row, after which the actor was restarted; ``drained``: the steps the actor
-    appended and the steps its shards accepted; ``drain_failed``: the error)."""
+    raised and ``recent_failures``, the actor's failures within the window; it was restarted after
+    it; ``drained``: the steps the actor appended and the steps its shards accepted;
+    ``drain_failed``: the error)."""
 
     kind: str
     actor_id: str
@@ -93,15 +96,19 @@ class ActorFleet:
         calls_in_flight: int = 2,
         close_timeout: float = 120.0,
         failure_limit: int = 3,
+        failure_window: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failure_limit < 1:
             raise ValueError(f"failure_limit: must be >= 1, got {failure_limit}")
+        if failure_window <= 0:
+            raise ValueError(f"failure_window: must be > 0 s, got {failure_window}")
         self.start_actor = start_actor
         self.steps_per_call = steps_per_call
         self.calls_in_flight = calls_in_flight
         self.close_timeout = close_timeout
         self.failure_limit = failure_limit
+        self.failure_window = failure_window
         self.clock = clock
         self.members: dict[str, Member] = {}
         self.pending: dict[Any, str] = {}
@@ -173,7 +180,6 @@ class ActorFleet:
                         continue
                     report = None
                 if report is not None:
-                    member.failures = 0
                     reports.append((member.actor_id, report))
                     if not member.running:
                         member.running = True
@@ -190,16 +196,18 @@ class ActorFleet:
         handle is dead for good): start a new actor under its id with fresh calls; else restart its
         process (its other calls then fail and are asked again). A draining member is removed
         instead. Returns whether the caller should ask it again."""
-        member.failures += 1
+        now = self.clock()
+        member.failures = [t for t in member.failures if t > now - self.failure_window] + [now]
         message = last_line(error)
         if member.draining:
             self._remove(member)
             self.events.append(FleetEvent("drain_failed", member.actor_id, {"error": message}))
             return False
-        self.events.append(FleetEvent("failed", member.actor_id, {"error": message, "in_a_row": member.failures}))
-        if member.failures >= self.failure_limit:
+        recent = len(member.failures)
+        self.events.append(FleetEvent("failed", member.actor_id, {"error": message, "recent_failures": recent}))
+        if recent >= self.failure_limit:
             raise ActorFailing(
-                f"{member.actor_id}: failed {member.failures} times in a row, restarted after each; "
+                f"{member.actor_id}: failed {recent} times within {self.failure_window:g} s, restarted after each; "
                 f"the last error: {message}"
             ) from error
         if not replace:

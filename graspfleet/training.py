@@ -64,8 +64,10 @@ class TrainConfig:
     drain_timeout: float = 120.0
     """Seconds a draining actor may take to flush its trajectories before it is killed anyway."""
     actor_failure_limit: int = 3
-    """An actor whose ``run`` raises is restarted; this many failures in a row, with no report
-    between, stop the run with its error (a fault restarts do not cure)."""
+    """An actor whose ``run`` or constructor raises is restarted; this many failures of one actor
+    within ``actor_failure_window`` stop the run with its error (a fault restarts do not cure)."""
+    actor_failure_window: float = 600.0
+    """Seconds over which an actor's failures count towards ``actor_failure_limit``."""
     actor_resource: str = ""
     """Custom Ray resource each actor requests one unit of (``sim_slot`` on the clusters of
     ``deploy/``, whose simulation workers declare it, so actor demand scales the workers); empty:
@@ -113,6 +115,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.cells >= 1 and self.actors >= 1, "train.cells/actors: must be >= 1")
         require(self.env_steps >= 1, "train.env_steps: must be >= 1")
+        require(self.actor_failure_limit >= 1, "train.actor_failure_limit: must be >= 1")
+        require(self.actor_failure_window > 0, "train.actor_failure_window: must be > 0 s")
         require(self.time_budget is None or self.time_budget > 0, "train.time_budget: must be > 0 s or null")
         require(self.batch_size >= 1, "train.batch_size: must be >= 1")
         require(self.updates_per_step >= 0, "train.updates_per_step: must be >= 0")

@@ -255,6 +255,31 @@ def test_a_killed_replay_shard_is_restarted_from_its_checkpoint_and_nothing_acce
     assert sum(int(e["appended_steps"]) for e in drained) == report.replay_inserted_steps
 
 
+def test_an_actor_whose_writer_keeps_failing_is_restarted_until_the_limit_stops_the_run(tmp_path: Path) -> None:
+    """A fault restarts do not cure, on the real path: the shard's transport limit (1 MiB) is
+    smaller than one chunk (160 steps ≈ 1.3 MB), so every actor process's writer is refused."""
+    from graspfleet.fleet import ActorFailing
+    from graspfleet.spec import observation_spec
+    from replay.process import ShardProcess
+    from replay.signature import grasp_signature
+
+    config = small_train_config(cells=2, actors=1, env_steps=10_000_000, time_budget=120.0, chunk_length=160)
+    signature = grasp_signature(observation_spec(config.cell))
+    shard = ShardProcess(free_port(), signature, tmp_path, ["--max-message-mb", "1", "--max-chunk-mb", "1"])
+    try:
+        with RedisServer() as redis:
+            with pytest.raises(ActorFailing, match=r"actor-0: failed 3 times within 600 s.*RESOURCE_EXHAUSTED"):
+                train_distributed(config, tmp_path / "run", redis_url=redis.url, replay=[shard.address])
+            events = ControlPlane(redis.url, "run").events()
+    finally:
+        shard.stop()
+    failures = [e for e in events if e["kind"] == "actor_failed"]
+    # (each process reported a few steps before its first chunk was refused: reports do not excuse failures)
+    assert [(e["actor"], e["recent_failures"]) for e in failures] == [("actor-0", str(n)) for n in (1, 2, 3)]
+    assert all("RESOURCE_EXHAUSTED" in e["error"] for e in failures)
+    assert (tmp_path / "run" / "learner" / "state.json").is_file()  # the learner checkpointed on the way out
+
+
 def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it() -> None:
     from graspfleet.distributed import WeightSyncTracker
 

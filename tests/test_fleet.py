@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,9 @@ def test_a_drain_that_fails_or_hangs_still_ends_with_the_actor_gone(local_ray: N
         fleet.kill_all()
 
 
-def _restartable_fleet(failing_first: str, failure_limit: int = 3) -> ActorFleet:
+def _restartable_fleet(
+    failing_first: str, failure_limit: int = 3, clock: Callable[[], float] = time.monotonic
+) -> ActorFleet:
     """actor-0 fails as ``failing_first`` says, the others never; Ray restarts them as in a run."""
     remote: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, concurrency_groups=ACTOR_CONCURRENCY)(
         Stepper
@@ -146,25 +148,28 @@ def _restartable_fleet(failing_first: str, failure_limit: int = 3) -> ActorFleet
         lambda actor_id, index: remote.remote("flush", failing_first if index == 0 else ""),
         5,
         failure_limit=failure_limit,
+        clock=clock,
     )
 
 
 def _failures_until_the_fleet_stops(fleet: ActorFleet, seconds: float = 90) -> list[int]:
-    """Poll until actor-0's failures stop the fleet with SIMULATED_FAULT; the ``in_a_row`` of each
-    ``failed`` event on the way."""
+    """Poll until actor-0's failures stop the fleet with SIMULATED_FAULT; the ``recent_failures``
+    of each ``failed`` event on the way."""
     events: list[FleetEvent] = []
     deadline = time.monotonic() + seconds
-    with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times in a row.*{SIMULATED_FAULT}"):
+    with pytest.raises(ActorFailing, match=f"actor-0: failed 3 times within 600 s.*{SIMULATED_FAULT}"):
         while time.monotonic() < deadline:
             fleet.poll()
             events += fleet.take_events()
             time.sleep(0.01)
     events += fleet.take_events()
-    return [int(e.fields["in_a_row"]) for e in events if e.kind == "failed"]
+    return [int(e.fields["recent_failures"]) for e in events if e.kind == "failed"]
 
 
 def test_an_actor_whose_run_raises_is_restarted_and_reports_again(local_ray: None) -> None:
-    fleet = _restartable_fleet("second_call")
+    # each failure is further from the last than the window: none of them is recent
+    failures_seen = [0]
+    fleet = _restartable_fleet("second_call", failure_limit=2, clock=lambda: time.monotonic() + 1e4 * failures_seen[0])
     try:
         fleet.scale(2)
         pids: dict[str, set[int]] = {"actor-0": set(), "actor-1": set()}
@@ -175,11 +180,12 @@ def test_an_actor_whose_run_raises_is_restarted_and_reports_again(local_ray: Non
             for actor_id, report in fleet.poll():
                 pids[actor_id].add(report["pid"])
             events += fleet.take_events()
+            failures_seen[0] = sum(e.kind == "failed" for e in events)
             time.sleep(0.01)
         failed = [e for e in events if e.kind == "failed"]
         assert len(failed) >= 2 and {e.actor_id for e in failed} == {"actor-0"}
         assert all(SIMULATED_FAULT in str(e.fields["error"]) for e in failed)
-        assert all(e.fields["in_a_row"] == 1 for e in failed)  # each restart reported before it failed again
+        assert all(e.fields["recent_failures"] == 1 for e in failed)  # so two (the limit) never stopped it
         assert len(pids["actor-1"]) == 1  # the healthy actor went on undisturbed
         assert fleet.running == 2 and sorted(fleet.pending.values()) == ["actor-0"] * 2 + ["actor-1"] * 2
     finally:
@@ -208,7 +214,7 @@ def test_an_actor_whose_constructor_raised_is_started_anew_and_a_lasting_fault_s
         fleet.scale(2)
         reports, events = _poll_until(fleet, lambda f, _: f.running == 2)
         failed = [e for e in events if e.kind == "failed"]
-        assert [(e.actor_id, e.fields["in_a_row"]) for e in failed] == [("actor-0", 1)]  # once, not once per call
+        assert [(e.actor_id, e.fields["recent_failures"]) for e in failed] == [("actor-0", 1)]  # once, not per call
         assert SIMULATED_FAULT in str(failed[0].fields["error"])
         assert {actor_id for actor_id, _ in reports} == {"actor-0", "actor-1"}  # the new actor-0 reports
         assert sorted(fleet.pending.values()) == ["actor-0"] * 2 + ["actor-1"] * 2
