@@ -179,13 +179,15 @@ def test_the_chart_lints_clean(values: dict[str, Any] | None) -> None:
     assert not report["errors"]
 
 
-def test_a_shard_started_as_the_chart_starts_it_takes_its_limits_from_the_training_config(tmp_path: Path) -> None:
+def test_a_shard_started_as_the_chart_starts_it_takes_its_limits_and_sampler_from_the_training_config(
+    tmp_path: Path,
+) -> None:
     from graspfleet.ports import free_port
     from replay.client import shard_info
     from replay.process import ShardProcess
     from replay.signature import grasp_signature
 
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"replay": {"capacity": 12_345}}))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"replay": {"capacity": 12_345, "sampler": "prioritized"}}))
     config = load(TrainConfig, tmp_path / "train.yaml")
     from graspfleet.spec import observation_spec
 
@@ -196,7 +198,8 @@ def test_a_shard_started_as_the_chart_starts_it_takes_its_limits_from_the_traini
         ["--train-config", str(tmp_path / "train.yaml"), "--shards", "2"],
     )
     try:
-        assert shard_info(shard.address).capacity == 12_345
+        info = shard_info(shard.address)
+        assert info.capacity == 12_345 and info.sampler == "prioritized"
     finally:
         shard.stop()
 
