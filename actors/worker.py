@@ -39,6 +39,10 @@ class ActorMetrics:
         "graspfleet_actor_out_of_bounds_proposals": ("counter", "Policy proposals outside a bound of the pipeline"),
         "graspfleet_actor_weights_version_lag": ("gauge", "Latest published weights version minus the one loaded"),
         "graspfleet_actor_inference_seconds": ("histogram", "Batched policy inference per step"),
+        "graspfleet_actor_control_plane_retries": (
+            "counter",
+            "Redis commands retried after a connection error or timeout",
+        ),
     }
     """Name → (Prometheus type, description); every series is tagged actor and tier, outcomes also outcome."""
 
@@ -62,16 +66,19 @@ class ActorMetrics:
         self.out_of_bounds = make("graspfleet_actor_out_of_bounds_proposals")
         self.version_lag = make("graspfleet_actor_weights_version_lag")
         self.inference = make("graspfleet_actor_inference_seconds")
+        self.control_plane_retries = make("graspfleet_actor_control_plane_retries")
         self.actor_id = actor_id
         self.recent: collections.deque[bool] = collections.deque(maxlen=window)
 
     def report(
         self, tier: str, env_steps: int, holds: int, out_of_bounds: int, lag: int, inference: list[float],
-        outcomes: list[EpisodeOutcome],
+        outcomes: list[EpisodeOutcome], control_plane_retries: int = 0,
     ) -> None:  # fmt: skip
         tags = {"actor": self.actor_id, "tier": tier}
         if env_steps:
             self.env_steps.inc(env_steps, tags)
+        if control_plane_retries:
+            self.control_plane_retries.inc(control_plane_retries, tags)
         if holds:
             self.holds.inc(holds, tags)
         if out_of_bounds:
@@ -120,6 +127,8 @@ class ActorWorker:
         self.metrics = ActorMetrics(actor_id, train.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         """The Ray node this actor runs on."""
+        self.retries_reported = 0
+        """The control plane's retries already counted in the metrics."""
         self.draining = threading.Event()
         """Set by :meth:`begin_drain`: ``run`` calls return at their next step."""
 
@@ -145,7 +154,9 @@ class ActorWorker:
             max(0, self.plane.latest_version() - self.actor.policy.version),
             list(self.actor.inference_seconds),
             outcomes,
+            self.plane.reconnects - self.retries_reported,
         )
+        self.retries_reported = self.plane.reconnects
         self.actor.inference_seconds.clear()
         return {
             "env_steps": stats.env_steps - env,

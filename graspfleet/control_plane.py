@@ -24,7 +24,9 @@ Every key lives under ``graspfleet:{run}:``, so runs share a Redis without touch
 ============================  ==================================================================
 
 Redis commands that fail to connect are retried with exponential backoff; each retry is counted
-(``reconnects``) so metrics can surface a flaky control plane. Nothing here is pickled: weights
+(``reconnects``, and ``on_retry``) so metrics surface a flaky control plane
+(``graspfleet_control_plane_retries_total`` for the driver, ``ray_graspfleet_actor_control_plane_retries_total``
+for the actors). Nothing here is pickled: weights
 are safetensors bytes, everything else strings and numbers.
 """
 
@@ -106,7 +108,9 @@ class ControlPlane:
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         socket_timeout: float = 5.0,
+        on_retry: Callable[[], object] | None = None,
     ) -> None:
+        """``on_retry``: called at each retry of a command (a metric's ``inc``), as ``reconnects`` counts."""
         if not run or ":" in run:
             raise ValueError(f"run: must be a non-empty name without ':', got {run!r}")
         self.run = run
@@ -119,6 +123,7 @@ class ControlPlane:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.reconnects = 0
+        self.on_retry = on_retry
         self._publish = self.client.register_script(_PUBLISH)
 
     def key(self, name: str) -> str:
@@ -133,6 +138,8 @@ class ControlPlane:
                 if attempt == self.retries:
                     raise
                 self.reconnects += 1
+                if self.on_retry is not None:
+                    self.on_retry()
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
         raise AssertionError("unreachable")

@@ -194,6 +194,11 @@ class LearnerMetrics:
         self.best_tier = Gauge(
             "graspfleet_best_policy_tier", "Curriculum tier of the run's best policy (index, T0 = 0)", registry=r
         )
+        self.control_plane_retries = Counter(
+            "graspfleet_control_plane_retries",
+            "Redis commands of the driver (learner, fleet, curriculum) retried after a connection error or timeout",
+            registry=r,
+        )
         self.priority_update_failures = Counter(
             "graspfleet_learner_priority_update_failures",
             "Prioritized replay: batches whose new priorities did not reach their shard",
@@ -336,7 +341,9 @@ def train_distributed(
         if redis_url is None:
             server = stack.enter_context(RedisServer(directory=run_dir / "redis", host=host))
             redis_url = server.url
-        plane = ControlPlane(redis_url, run_dir.name.replace(":", "-") or "run")
+        plane = ControlPlane(
+            redis_url, run_dir.name.replace(":", "-") or "run", on_retry=metrics.control_plane_retries.inc
+        )
         plane.clear_stop()  # a stop asked of an earlier run of this name is not for this one
         # where `graspfleet status --run-dir` finds this run's control plane (its URL may hold a password)
         located = run_dir / "control_plane.json"

@@ -3,7 +3,9 @@
 A Ctrl-C in a terminal signals the whole foreground process group. Children started here get
 their own session, so only the driver sees it and shuts them down in order (the learner
 checkpoints, shards take their final checkpoint, Redis flushes its AOF). On Linux they also ask
-the kernel for SIGTERM when the driver dies, so even a SIGKILLed driver leaves no orphans.
+the kernel for SIGTERM when the driver dies, so even a SIGKILLed driver leaves no orphans. The
+kernel sends it when the *thread* that started the child ends, not only the process: start a
+child from a thread that lives as long as the child should (the main thread, or a supervisor's).
 """
 
 from __future__ import annotations

@@ -84,13 +84,16 @@ def test_commands_retry_through_a_redis_restart_and_aof_keeps_the_data(server: R
 
 
 def test_gives_up_after_its_retries(server: RedisServer) -> None:
-    plane = ControlPlane(server.url, "run", retries=2, backoff=0.01, socket_timeout=0.5)
+    retried: list[None] = []
+    plane = ControlPlane(
+        server.url, "run", retries=2, backoff=0.01, socket_timeout=0.5, on_retry=lambda: retried.append(None)
+    )
     server.stop()
     import redis
 
     with pytest.raises(redis.ConnectionError):
         plane.latest_version()
-    assert plane.reconnects == 2
+    assert plane.reconnects == 2 == len(retried)  # each retry reaches the metric
 
 
 def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]

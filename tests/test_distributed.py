@@ -167,6 +167,47 @@ def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert any(e["kind"] == "learner_resumed" for e in events)
 
 
+def test_a_run_rides_out_a_redis_restart_and_counts_the_retries(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    config = small_train_config(cells=2, actors=1, env_steps=10_000_000, time_budget=30.0, min_replay=40)
+    started: list[DistributedRun] = []
+    rows: list[dict[str, float]] = []
+    outage: list[threading.Thread] = []
+    run_over = threading.Event()
+
+    with RedisServer() as redis:
+
+        def down_for_two_seconds() -> None:
+            redis.stop()
+            time.sleep(2.0)
+            redis.start()
+            run_over.wait()  # the child's SIGTERM-with-parent follows the thread that started it
+
+        def progress(row: dict[str, float]) -> None:
+            rows.append(row)
+            if not outage and row["updates"] >= 20:
+                outage.append(threading.Thread(target=down_for_two_seconds))
+                outage[0].start()
+
+        report = train_distributed(
+            config, tmp_path / "run", shards=1, redis_url=redis.url, on_progress=progress, on_start=started.append
+        )
+        plane = ControlPlane(redis.url, "run")
+        latest, events = plane.latest_version(), plane.events()
+        run_over.set()
+        outage[0].join()
+    at_outage = next(row for row in rows if row["updates"] >= 20)
+    served = started[0].metrics.registry.get_sample_value
+    assert served("graspfleet_control_plane_retries_total") > 0  # the driver waited it out, and says so
+    # training, streaming and weight sync went on after it
+    assert rows[-1]["updates"] > at_outage["updates"] + 50 and rows[-1]["env_steps"] > at_outage["env_steps"]
+    assert rows[-1]["actor_versions"] > at_outage["actor_versions"]
+    assert latest == report.weights_version  # the restarted Redis holds every version since (AOF)
+    assert not [e for e in events if e["kind"] == "actor_failed"]
+
+
 def test_a_resumed_run_whose_replay_checkpoint_does_not_fit_its_config_is_refused_before_it_starts(
     tmp_path: Path,
 ) -> None:
