@@ -7,8 +7,10 @@
   ``max_restarts=-1``, so an actor that dies is restarted and streams again; their count follows
   the control plane's desired count (``graspfleet actors scale``): an ``ActorFleet`` starts actors
   or drains them, each flushing its trajectories before it stops;
-- replay: ``shards`` shard processes (or the running ones ``replay`` names), registered in the
-  control plane, whose rate limiters hold the update-to-data ratio ``updates_per_step``;
+- replay: ``shards`` shard processes (or the running ones ``replay`` names) whose rate limiters
+  hold the update-to-data ratio ``updates_per_step``; the run's own checkpoint into
+  ``run_dir/replay`` (a resumed run restores them); a ``ShardSupervisor`` heartbeats every shard
+  that answers into the control plane and starts the run's own again when they exit;
 - the learner runs in this process: it samples from every shard (fan-in with prefetch) and from
   the expert demonstrations, updates, and publishes each ``publish_every``-th version to Redis,
   announcing it so actors load it at their next step (weight sync is measured); every
@@ -66,7 +68,7 @@ from learner.curriculum import EpisodeOutcome, ValidationResult
 from learner.sac import batch_from_columns
 from learner.weights import serialize
 from replay import checkpoint as replay_checkpoint
-from replay.client import ReplayError, ReplaySampler, ReplayUnavailable, fetch_signature, shard_info
+from replay.client import ReplayError, ReplaySampler, ReplayUnavailable, shard_info, signature_of
 from replay.process import ShardProcess
 from replay.signature import grasp_signature
 
@@ -388,10 +390,15 @@ def train_distributed(
             plane.heartbeat_shard(shard.address)
         addresses = list(replay) if replay else [s.address for s in shard_processes]
         for address in replay or ():
-            served = fetch_signature(address)
-            if served != signature:
+            served = shard_info(address)
+            if signature_of(served) != signature:
                 raise RunSetupError(
                     f"--replay {address}: the shard's signature does not match this config's observations"
+                )
+            if served.sampler != config.replay.sampler:
+                raise RunSetupError(
+                    f"--replay {address}: the shard's sampler is {served.sampler}, this config's replay.sampler is "
+                    f"{config.replay.sampler}: start the shards with --train-config (the config the run uses)"
                 )
             plane.heartbeat_shard(address)
         stack.enter_context(  # stops before the shards do

@@ -108,10 +108,14 @@ def shard_info(address: str, timeout: float = 10.0) -> pb.ShardInfo:
             raise _map_error(exc) from None
 
 
+def signature_of(info: pb.ShardInfo) -> Signature:
+    """The table signature in a shard's ``Info``."""
+    return Signature(ColumnSpec.from_proto(c) for c in info.signature)
+
+
 def fetch_signature(address: str, timeout: float = 10.0) -> Signature:
     """The table signature a shard reports."""
-    info = shard_info(address, timeout)
-    return Signature(ColumnSpec.from_proto(c) for c in info.signature)
+    return signature_of(shard_info(address, timeout))
 
 
 class _Chunk(NamedTuple):

@@ -208,20 +208,29 @@ def test_a_run_rides_out_a_redis_restart_and_counts_the_retries(tmp_path: Path) 
     assert not [e for e in events if e["kind"] == "actor_failed"]
 
 
-def test_a_resumed_run_whose_replay_checkpoint_does_not_fit_its_config_is_refused_before_it_starts(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("case", ["resumed checkpoint", "running shard"])
+def test_replay_that_does_not_fit_the_config_is_refused_before_the_run_starts(tmp_path: Path, case: str) -> None:
     from graspfleet.distributed import RunSetupError
     from graspfleet.spec import observation_spec
     from replay import checkpoint
+    from replay.process import ShardProcess
     from replay.signature import grasp_signature
     from replay.table import ReplayTable
 
-    config = small_train_config(env_steps=100)
-    saved = ReplayTable(grasp_signature(observation_spec(config.cell)), ShardConfig(capacity=500))
-    checkpoint.write(tmp_path / "run" / "replay" / "shard-0", saved, checkpoint.capture(saved))
-    with pytest.raises(RunSetupError, match=r"capacity 500 differs from 20000.*remove .*replay to start with an empty"):
-        train_distributed(config, tmp_path / "run", shards=1)
+    config = small_train_config(env_steps=100, replay=ShardConfig(capacity=20_000, sampler="prioritized"))
+    signature = grasp_signature(observation_spec(config.cell))
+    if case == "resumed checkpoint":  # the run directory's replay was written with another capacity
+        saved = ReplayTable(signature, ShardConfig(capacity=500))
+        checkpoint.write(tmp_path / "run" / "replay" / "shard-0", saved, checkpoint.capture(saved))
+        with pytest.raises(RunSetupError, match=r"capacity 500 differs from 20000.*remove .*replay to start with"):
+            train_distributed(config, tmp_path / "run", shards=1)
+    else:  # --replay names a shard that samples uniformly
+        shard = ShardProcess(free_port(), signature, tmp_path)
+        try:
+            with pytest.raises(RunSetupError, match=r"sampler is uniform, .*prioritized: start the shards with"):
+                train_distributed(config, tmp_path / "run", replay=[shard.address])
+        finally:
+            shard.stop()
     assert not (tmp_path / "run" / "learner").exists()  # nothing started, nothing written
 
 
