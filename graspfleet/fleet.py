@@ -68,7 +68,7 @@ class Member:
     closing: Any = None
     """The ``close()`` call of a drained actor."""
     drain_deadline: float = 0.0
-    failures: list[float] = dataclasses.field(default_factory=list)
+    failure_times: list[float] = dataclasses.field(default_factory=list)
     """When it failed (a ``run`` that raised, a constructor that raised), within the failure window."""
 
 
@@ -197,13 +197,13 @@ class ActorFleet:
         process (its other calls then fail and are asked again). A draining member is removed
         instead. Returns whether the caller should ask it again."""
         now = self.clock()
-        member.failures = [t for t in member.failures if t > now - self.failure_window] + [now]
+        member.failure_times = [t for t in member.failure_times if t > now - self.failure_window] + [now]
         message = last_line(error)
         if member.draining:
             self._remove(member)
             self.events.append(FleetEvent("drain_failed", member.actor_id, {"error": message}))
             return False
-        recent = len(member.failures)
+        recent = len(member.failure_times)
         self.events.append(FleetEvent("failed", member.actor_id, {"error": message, "recent_failures": recent}))
         if recent >= self.failure_limit:
             raise ActorFailing(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import Counter, Gauge
@@ -51,6 +52,8 @@ class ShardSupervisor:
         self.interval = interval
         self.probe_timeout = probe_timeout
         self.down: set[str] = set()
+        self.restart_backoff: dict[str, tuple[float, float]] = {}
+        """A shard that would not start again: (the next try's time, the wait after it), doubling to a minute."""
         self.shards_up = shards_up
         self.restarts = restarts
         """by ``shard``"""
@@ -79,7 +82,10 @@ class ShardSupervisor:
         up = 0
         for address in self.addresses:
             process = self.processes.get(address)
-            if process is not None and process.process.poll() is not None and not self._stop.is_set():
+            retry_at = self.restart_backoff.get(address, (0.0, 0.0))[0]
+            exited = process is not None and process.process.poll() is not None
+            if exited and time.monotonic() >= retry_at and not self._stop.is_set():
+                assert process is not None
                 self._restart(process)
             try:
                 shard_info(address, timeout=self.probe_timeout)
@@ -101,9 +107,13 @@ class ShardSupervisor:
             # (started from this thread, the new process gets its SIGTERM-with-parent when this
             # thread ends: at the end of the run, as the shards stop anyway)
             process.restart()
-        except RuntimeError as exc:  # it would not start: tried again next round
-            self.on_event("shard_restart_failed", {"shard": process.address, "exit_code": exit_code, "error": str(exc)})
+        except RuntimeError as exc:  # it would not start: tried again after a wait
+            wait = min(2 * self.restart_backoff.get(process.address, (0.0, self.interval / 2))[1], 60.0)
+            self.restart_backoff[process.address] = (time.monotonic() + wait, wait)
+            fields = {"shard": process.address, "exit_code": exit_code, "error": str(exc), "retry_in_s": wait}
+            self.on_event("shard_restart_failed", fields)
             return
+        self.restart_backoff.pop(process.address, None)
         self.restarts.labels(shard=process.address).inc()
         try:
             restored = int(shard_info(process.address, timeout=self.probe_timeout).restored_steps)

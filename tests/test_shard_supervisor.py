@@ -83,3 +83,30 @@ def test_a_shard_the_run_was_given_is_reported_down_once_and_up_again(tmp_path: 
         shard.stop()
     assert watched.check()[-1] == "shard_down"  # not the run's own: never restarted
     assert shard.process.poll() is not None
+
+
+def test_a_shard_that_will_not_start_again_is_retried_after_a_doubling_wait(
+    tmp_path: Path, plane: ControlPlane
+) -> None:
+    from replay import checkpoint
+    from replay.config import ShardConfig
+    from replay.table import ReplayTable
+
+    shard = ShardProcess(
+        free_port(), SMALL, tmp_path, ["--checkpoint-dir", str(tmp_path / "ckpt"), "--capacity", "1000"]
+    )
+    try:
+        watched = Watched([shard.address], [shard], plane)
+        shard.kill()
+        # what it would restore now is another table's: it refuses to start
+        other = ReplayTable(SMALL, ShardConfig(capacity=500))
+        checkpoint.write(tmp_path / "ckpt", other, checkpoint.capture(other))
+        assert watched.check() == ["shard_restart_failed", "shard_down"]
+        failed = watched.events[0][1]
+        assert "capacity 500 differs from 1000" in str(failed["error"]) and failed["retry_in_s"] == 1.0
+        assert watched.check() == ["shard_restart_failed", "shard_down"]  # not tried again before the wait
+        time.sleep(1.1)
+        assert watched.check()[-1] == "shard_restart_failed" and watched.events[-1][1]["retry_in_s"] == 2.0
+        assert watched.registry.get_sample_value("restarts_total", {"shard": shard.address}) is None
+    finally:
+        shard.stop()
