@@ -83,9 +83,12 @@ class ShardSupervisor:
         for address in self.addresses:
             process = self.processes.get(address)
             retry_at = self.restart_backoff.get(address, (0.0, 0.0))[0]
-            exited = process is not None and process.process.poll() is not None
-            if exited and time.monotonic() >= retry_at and not self._stop.is_set():
-                assert process is not None
+            if (
+                process is not None
+                and process.process.poll() is not None
+                and time.monotonic() >= retry_at
+                and not self._stop.is_set()
+            ):
                 self._restart(process)
             try:
                 shard_info(address, timeout=self.probe_timeout)

@@ -209,9 +209,17 @@ class SACLearner:
         self.kl_weight = 0.0
         self.kl_reference: tuple[ObservationEncoder, SE3Policy] | None = None
         self.updates = 0
-        self.last_td_errors = torch.zeros(0, device=self.device)
+        self._last_td: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        """The last update's replay rows: both critics' Q and the target (see :attr:`last_td_errors`)."""
+
+    @property
+    def last_td_errors(self) -> torch.Tensor:
         """|TD error| (mean of the twin critics) of each replay row of the last update, in batch
         order, demonstrations left out: the new priorities of prioritized replay."""
+        if self._last_td is None:
+            return torch.zeros(0, device=self.device)
+        q1, q2, target = self._last_td
+        return ((q1 - target).abs() + (q2 - target).abs()) / 2
 
     @property
     def alpha(self) -> float:
@@ -292,7 +300,8 @@ class SACLearner:
         q1 = self.q1(state, batch.action)
         q2 = self.q2(state, batch.action)
         critic_loss = (batch.weights * ((q1 - target) ** 2 + (q2 - target) ** 2)).mean()
-        self.last_td_errors = (((q1 - target).abs() + (q2 - target).abs()) / 2).detach()[: len(q1) - demos]
+        replay_rows = len(q1) - demos
+        self._last_td = (q1.detach()[:replay_rows], q2.detach()[:replay_rows], target[:replay_rows])
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(self._online, cfg.max_grad_norm, foreach=True)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from replay.signature import Signature
-from replay.table import ReplayTable
+from replay.table import ReplayTable, filled_slots
 
 FORMAT_VERSION = 2
 """2: columns hold the filled slots only (1: every slot); both restore."""
@@ -61,8 +61,7 @@ def write(directory: Path, table: ReplayTable, cut: Capture) -> CheckpointReport
     staging = directory / f".writing-{os.getpid()}-{time.monotonic_ns()}"
     (staging / "columns").mkdir(parents=True)
     arrays = dict(cut.arrays)
-    occupied = np.flatnonzero(arrays["generation"] >= 0)
-    filled = int(occupied[-1]) + 1 if occupied.size else 0  # slots past it were never written at the cut
+    filled = filled_slots(arrays["generation"])  # slots past it were never written at the cut
     for name, column in table.storage.items():
         np.save(staging / "columns" / f"{name}.npy", column[:filled], allow_pickle=False)
     torn = (table.generation != arrays["generation"]) & (arrays["generation"] >= 0)

@@ -86,6 +86,13 @@ class _Episode:
     last_generation: int = -1
 
 
+def filled_slots(generation: np.ndarray) -> int:
+    """How many slots from 0 the ring has written (it fills from slot 0 up before it wraps), from
+    the per-slot ``generation`` index (-1: never written, or left out of a checkpoint)."""
+    occupied = np.flatnonzero(generation >= 0)
+    return int(occupied[-1]) + 1 if occupied.size else 0
+
+
 class ReplayTable:
     """Storage + FIFO remover + per-tier samplers of one shard."""
 
@@ -472,7 +479,7 @@ class ReplayTable:
             if value.shape != (cap,):
                 raise ValueError(f"checkpoint index {name!r} has shape {value.shape}, the table capacity is {cap}")
             getattr(self, name)[:] = value
-        filled = int(np.flatnonzero(self.generation >= 0)[-1]) + 1 if (self.generation >= 0).any() else 0
+        filled = filled_slots(self.generation)
         for name, column in self.storage.items():
             if name not in columns:
                 raise ValueError(f"checkpoint has no data for column {name!r}")
