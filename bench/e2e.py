@@ -216,7 +216,7 @@ def learner_on_replay_updates_per_second(config: TrainConfig, seconds: float, sh
     from replay.client import ReplaySampler
 
     learner = make_learner(config, device="cpu")
-    with ReplaySampler(shards, config.batch_size, prefetch=4) as sampler:
+    with ReplaySampler(shards, config.batch_size, prefetch=4, n_step=config.sac.n_step) as sampler:
 
         def update() -> None:
             sampled = sampler.sample()

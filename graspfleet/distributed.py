@@ -581,7 +581,9 @@ def train_distributed(
 
         if on_start is not None:
             on_start(DistributedRun(plane, shard_processes, fleet, metrics_port, metrics))
-        sampler = stack.enter_context(ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4))
+        sampler = stack.enter_context(
+            ReplaySampler(addresses, config.batch_size - demonstrations.size, prefetch=4, n_step=config.sac.n_step)
+        )
         plane.set_state(status="training", tier=config.tier)
         adopted: set[int] = set()
         running: dict[str, int] = {}

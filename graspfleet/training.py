@@ -227,7 +227,7 @@ class DemonstrationBatches:
     def sample(self) -> Batch | None:
         if self.table is None or self.size == 0:
             return None
-        sample = self.table.sample(self.size)
+        sample = self.table.sample(self.size, n_step=self.config.sac.n_step)
         return batch_from_columns(sample.columns, self.device)
 
 
@@ -519,7 +519,7 @@ def train_serial(
             pending_updates += config.updates_per_step * len(actors)
             while pending_updates >= 1:
                 pending_updates -= 1
-                sample = table.sample(config.batch_size - demonstrations.size)
+                sample = table.sample(config.batch_size - demonstrations.size, n_step=config.sac.n_step)
                 batch = batch_from_columns(sample.columns, learner.device, sample.weights)
                 last = learner.update(batch, demonstrations.sample())
                 if config.replay.sampler == "prioritized":

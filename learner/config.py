@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from graspfleet.config import require
+from replay.table import MAX_N_STEP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,10 @@ class SACConfig:
     """The soft actor–critic update with automatic temperature (seed section 4)."""
 
     gamma: float = 0.99
+    n_step: int = 1
+    """Steps of reward in each TD target before it bootstraps from the target critics (n-step
+    returns, uncorrected for the policy having changed since, as in Ape-X and D4PG); a target
+    stops early at its episode's end. 1 is the one-step SAC target."""
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 3e-4
@@ -93,6 +98,7 @@ class SACConfig:
 
     def __post_init__(self) -> None:
         require(0 <= self.gamma <= 1, "sac.gamma: must be in [0, 1]")
+        require(1 <= self.n_step <= MAX_N_STEP, f"sac.n_step: must be in [1, {MAX_N_STEP}]")
         require(0 < self.tau <= 1, "sac.tau: must be in (0, 1]")
         for name in (
             "actor_lr",

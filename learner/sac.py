@@ -45,6 +45,9 @@ class Batch(NamedTuple):
     obs: dict[str, torch.Tensor]
     action: torch.Tensor
     reward: torch.Tensor
+    """Rewards ``(B, n)`` of each row's steps, zero after its last (n = 1 for one-step transitions)."""
+    horizon: torch.Tensor
+    """Steps each row took (1 … n); the bootstrap is discounted by γ^horizon."""
     terminated: torch.Tensor
     next_obs: dict[str, torch.Tensor]
     weights: torch.Tensor
@@ -54,18 +57,21 @@ class Batch(NamedTuple):
 def batch_from_columns(
     columns: Mapping[str, np.ndarray], device: torch.device | str = "cpu", weights: np.ndarray | None = None
 ) -> Batch:
-    """Tensors from sampled replay columns (``obs`` keys, ``next_`` keys, action, reward, terminated)."""
+    """Tensors from sampled replay columns (``obs`` keys, ``next_`` keys, action, reward, terminated,
+    and for n-step transitions horizon)."""
 
     def tensor(array: np.ndarray) -> torch.Tensor:
         arr = np.asarray(array)
         # batches decoded from gRPC are read-only views of the message bytes
         return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=device)
 
-    n = len(columns["reward"])
+    reward = np.asarray(columns["reward"], dtype=np.float32)
+    n = len(reward)
     return Batch(
         obs={k: tensor(columns[k]) for k in OBSERVATION_KEYS},
         action=tensor(columns["action"]).float(),
-        reward=tensor(columns["reward"]).float(),
+        reward=tensor(reward.reshape(n, -1)),
+        horizon=tensor(columns.get("horizon", np.ones(n, np.int32))).float(),
         terminated=tensor(columns["terminated"]).float(),
         next_obs={k: tensor(columns[f"next_{k}"]) for k in OBSERVATION_KEYS},
         weights=tensor(np.ones(n, np.float32) if weights is None else weights).float(),
@@ -78,6 +84,7 @@ def concat_batches(first: Batch, second: Batch) -> Batch:
         obs={k: torch.cat([first.obs[k], second.obs[k]]) for k in first.obs},
         action=torch.cat([first.action, second.action]),
         reward=torch.cat([first.reward, second.reward]),
+        horizon=torch.cat([first.horizon, second.horizon]),
         terminated=torch.cat([first.terminated, second.terminated]),
         next_obs={k: torch.cat([first.next_obs[k], second.next_obs[k]]) for k in first.next_obs},
         weights=torch.cat([first.weights, second.weights]),
@@ -294,7 +301,9 @@ class SACLearner:
             next_q = torch.min(
                 self.target_q1(next_state, following.action), self.target_q2(next_state, following.action)
             )
-            target = batch.reward + cfg.gamma * (1 - batch.terminated) * (next_q - alpha * following.log_prob)
+            discounts = cfg.gamma ** torch.arange(batch.reward.shape[1], device=self.device, dtype=torch.float32)
+            bootstrap = cfg.gamma**batch.horizon * (1 - batch.terminated)
+            target = batch.reward @ discounts + bootstrap * (next_q - alpha * following.log_prob)
 
         latent, state = self._state(self.encoder, batch.obs)
         q1 = self.q1(state, batch.action)

@@ -485,6 +485,7 @@ class ReplaySampler:
         tiers: Sequence[int] = (),
         prefetch: int = 4,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        n_step: int = 1,
     ) -> None:
         if kind not in ("transition", "sequence"):
             raise ValueError(f"kind: expected 'transition' or 'sequence', got {kind!r}")
@@ -494,6 +495,7 @@ class ReplaySampler:
             sequence_length=sequence_length,
             burn_in=burn_in,
             tiers=list(tiers),
+            n_step=n_step,
         )
         self._queue: queue.Queue[SampledBatch | ReplayError] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()

@@ -42,5 +42,10 @@ class ShardMetrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
         )
+        self.checkpoint_written = Counter(
+            f"{p}checkpoint_written_bytes",
+            "Column bytes checkpoints wrote (segments unchanged since the previous checkpoint are linked, not written)",
+            registry=r,
+        )
         self.torn = Counter(f"{p}checkpoint_torn_steps", "Slots overwritten during a checkpoint write", registry=r)
         self.restored = Gauge(f"{p}restored_steps", "Steps restored from the checkpoint at start-up", registry=r)

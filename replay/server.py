@@ -209,6 +209,12 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
                 f"sequence_length/burn_in: need sequence_length >= 1 and burn_in < sequence_length, "
                 f"got {length} and {request.burn_in}",
             )
+        n_step = max(1, int(request.n_step))
+        if n_step > 1:
+            try:
+                self.table.check_n_step(n_step, str(kind))
+            except ValueError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         bad = [t for t in request.tiers if not 0 <= t < self.config.max_tiers]
         if bad:
             await context.abort(
@@ -219,7 +225,7 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
         while request.num_batches == 0 or sent < request.num_batches:
             await self._wait("sample", self.limiter.can_sample)
             try:
-                result = self.table.sample(int(request.batch_size), kind, length, tiers)  # type: ignore[arg-type]
+                result = self.table.sample(int(request.batch_size), kind, length, tiers, n_step)  # type: ignore[arg-type]
             except NotEnoughData:
                 async with self.changed:
                     await self.changed.wait()
@@ -297,6 +303,7 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
         self.checkpoints += 1
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(report.seconds)
+        self.metrics.checkpoint_written.inc(report.written_bytes)
         if report.torn_steps:
             self.metrics.torn.inc(report.torn_steps)
         return report

@@ -14,12 +14,20 @@ Sampling weights live in one sum-tree per tier (so sampling can be restricted to
 old tiers stay in the buffer): uniform tables use weight 1, prioritized ones ``p^α``. A step's
 weight is non-zero only while it can start a transition (it has a successor and is not the
 final observation). Sequences of length L start only where ``known_steps − 1 − offset ≥ L − 1``.
+
+An n-step transition (``sample(…, n_step=n)``) follows a sampled step's successors for up to n
+steps: its ``reward`` column holds the rewards ``(B, n)`` of the steps taken (zero after the
+last), ``horizon`` how many were taken, ``terminated`` whether the last one ended the episode,
+and ``next_*`` the observation after it. It stops early at the episode's end and at the newest
+step whose successor has arrived, so every step that can start a one-step transition starts an
+n-step one (episode ends included, where the success reward is); the learner discounts.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -29,6 +37,8 @@ from replay.signature import InvalidChunk, Signature
 from replay.sum_tree import SumTree
 
 GENERATION_MASK = 0xFFFFFFFF
+MAX_N_STEP = 64
+"""Longest n-step transition a table draws."""
 
 
 class DecodedChunk(NamedTuple):
@@ -341,8 +351,12 @@ class ReplayTable:
         kind: Literal["transition", "sequence"] = "transition",
         sequence_length: int = 1,
         tiers: list[int] | None = None,
+        n_step: int = 1,
     ) -> SampleResult:
-        """Draw ``batch_size`` transitions or sequences; raises NotEnoughData when none can be drawn."""
+        """Draw ``batch_size`` transitions (n-step ones for ``n_step > 1``) or sequences; raises
+        NotEnoughData when none can be drawn."""
+        if n_step > 1:
+            self.check_n_step(n_step, kind)
         allowed = self._tiers(tiers)
         if allowed.size == 0:
             raise NotEnoughData("no sampleable item in the requested tiers")
@@ -357,7 +371,12 @@ class ReplayTable:
                 rows[:, k] = self.next_slot[rows[:, k - 1]]
         columns = {name: column[rows] for name, column in self.storage.items()}
         if kind == "transition":
-            successor = self.next_slot[slots]
+            last = slots
+            if n_step > 1:
+                last, columns["reward"], columns["horizon"] = self._follow(slots, n_step)
+                if "terminated" in self.storage:
+                    columns["terminated"] = self.storage["terminated"][last]
+            successor = self.next_slot[last]
             for name in self.signature.observation_columns:
                 columns[f"next_{name}"] = self.storage[name][successor]
         valid = int(self.valid_count[allowed].sum())
@@ -371,6 +390,37 @@ class ReplayTable:
         return SampleResult(
             columns, keys, probabilities, weights, self.tier[slots].astype(np.int32), self.policy_version[slots]
         )
+
+    def check_n_step(self, n_step: int, kind: str) -> None:
+        """Raise ValueError unless the table can draw ``n_step`` transitions of ``kind``."""
+        if kind != "transition":
+            raise ValueError(f"n_step: only transitions are n-step, not {kind}s")
+        if not 1 <= n_step <= MAX_N_STEP:
+            raise ValueError(f"n_step: must be in [1, {MAX_N_STEP}], got {n_step}")
+        reward = self.storage.get("reward")
+        if reward is None or reward.ndim != 1:
+            raise ValueError("n_step: needs a scalar 'reward' column, and this table has none")
+
+    def _follow(self, slots: np.ndarray, n_step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each sampled slot: the last step of its n-step transition, the rewards ``(B, n)`` of
+        its steps (zero after the last) and how many steps it took."""
+        reward = self.storage["reward"]
+        terminated = self.storage.get("terminated")
+        last = slots.copy()
+        horizon = np.ones(slots.size, dtype=np.int32)
+        rewards = np.zeros((slots.size, n_step), dtype=np.float32)
+        rewards[:, 0] = reward[slots]
+        for k in range(1, n_step):
+            following = self.next_slot[last]  # a sampled step always has a successor
+            go = (self.next_slot[following] >= 0) & ~self.is_last[following]
+            if terminated is not None:
+                go &= ~terminated[last]
+            if not go.any():
+                break
+            last = np.where(go, following, last)
+            rewards[go, k] = reward[following[go]]
+            horizon += go
+        return last, rewards, horizon
 
     def successors(self, slots: np.ndarray) -> np.ndarray:
         """How many later steps of the same episode the table has received for each slot."""
@@ -471,8 +521,11 @@ class ReplayTable:
         }
         return arrays, meta
 
-    def load_state(self, arrays: dict[str, np.ndarray], columns: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Restore from :meth:`index_state` output and column data; rebuilds the sum-trees."""
+    def load_state(
+        self, arrays: dict[str, np.ndarray], columns: Mapping[str, Sequence[np.ndarray]], meta: dict[str, Any]
+    ) -> None:
+        """Restore from :meth:`index_state` output and column data (per column, pieces laid end
+        to end from slot 0); rebuilds the sum-trees."""
         cap = self.config.capacity
         for name in self.INDEX_ARRAYS:
             value = np.asarray(arrays[name])
@@ -483,11 +536,16 @@ class ReplayTable:
         for name, column in self.storage.items():
             if name not in columns:
                 raise ValueError(f"checkpoint has no data for column {name!r}")
-            data = columns[name]
-            if not filled <= len(data) <= cap or data.shape[1:] != column.shape[1:]:
+            pieces = columns[name]
+            rows = sum(len(piece) for piece in pieces)
+            if not filled <= rows <= cap or any(piece.shape[1:] != column.shape[1:] for piece in pieces):
+                shapes = ", ".join(str(piece.shape) for piece in pieces)
                 expected = f"{filled} to {cap} rows of {column.shape[1:]}"
-                raise ValueError(f"checkpoint column {name!r} has shape {data.shape}: expected {expected}")
-            column[: len(data)] = data
+                raise ValueError(f"checkpoint column {name!r} has pieces of shape {shapes}: expected {expected}")
+            start = 0
+            for piece in pieces:
+                column[start : start + len(piece)] = piece
+                start += len(piece)
         self.cursor = int(meta["cursor"])
         self.next_generation = int(meta["next_generation"])
         self.next_episode_ref = int(meta["next_episode_ref"])

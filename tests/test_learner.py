@@ -168,6 +168,28 @@ def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_s
     assert int(td.argmax()) == 5 and float(td[5]) > 50 and bool((td >= 0).all())
 
 
+def test_an_n_step_target_discounts_each_reward_and_bootstraps_after_the_steps_taken(
+    columns: dict[str, np.ndarray],
+) -> None:
+    def targets(reward: np.ndarray, horizon: np.ndarray) -> torch.Tensor:
+        learner = _learner(gamma=0.9)
+        torch.manual_seed(1)  # the same next actions drawn for both batches
+        learner.update(batch_from_columns({**columns, "reward": reward, "horizon": horizon}))
+        return learner._last_td[2]
+
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(64, 3)).astype(np.float32)
+    horizon = rng.integers(1, 4, size=64).astype(np.int32)
+    rewards[np.arange(3) >= horizon[:, None]] = 0.0  # as a table pads them
+    one_step = targets(rewards[:, 0], np.ones(64, np.int32))
+    n_step = targets(rewards, horizon)
+    discounted = torch.as_tensor(rewards @ np.array([1.0, 0.9, 0.81], np.float32))
+    bootstrap = one_step - torch.as_tensor(rewards[:, 0])  # 0.9 (1 - terminated) V(next)
+    expected = discounted + torch.as_tensor(0.9 ** (horizon - 1), dtype=torch.float32) * bootstrap
+    torch.testing.assert_close(n_step, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(n_step, one_step)
+
+
 def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
     learner = _learner(policy_averaging=0.25)
     batch = batch_from_columns(columns)

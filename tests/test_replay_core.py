@@ -9,9 +9,9 @@ import pytest
 
 from replay.config import ShardConfig
 from replay.rate_limiter import RateLimiter
-from replay.signature import InvalidChunk
+from replay.signature import ColumnSpec, InvalidChunk, Signature
 from replay.sum_tree import SumTree
-from replay.table import NotEnoughData, ReplayTable
+from replay.table import DecodedChunk, NotEnoughData, ReplayTable
 
 from .replay_helpers import SMALL, chunk
 
@@ -82,6 +82,55 @@ def test_sequences_never_cross_episodes() -> None:
         table.sample(1, kind="sequence", sequence_length=20)
 
 
+def test_n_step_transitions_sum_their_steps_and_stop_at_the_episode_end_and_the_newest_step() -> None:
+    signature = Signature([*SMALL.columns, ColumnSpec("terminated", "bool", ())])
+    table = ReplayTable(signature, ShardConfig(capacity=64, min_size_to_sample=1), seed=0)
+
+    def steps(sequence: int, offset: int, count: int, episode: int, end: bool = False) -> DecodedChunk:
+        base = chunk(sequence, offset, count, episode=episode, end=end)
+        columns = dict(base.columns)
+        columns["reward"] = (columns["step_id"] % 1000 + 1).astype(np.float32)  # step i earns i + 1
+        columns["terminated"] = np.zeros(count, dtype=bool)
+        if end:  # the last real step terminates; the row after it is the final observation
+            columns["terminated"][-2] = True
+            columns["reward"][-1] = 0.0
+        return base._replace(columns=columns)
+
+    table.insert(steps(1, 0, 7, episode=0, end=True))  # steps 0–5, 5 terminates, final observation 6
+    table.insert(steps(2, 0, 4, episode=1))  # steps 1000–1003 of an open episode: 1003 has no successor yet
+    result = table.sample(3_000, n_step=3)
+    ids = result.columns["step_id"]
+    assert set(ids.tolist()) == {0, 1, 2, 3, 4, 5, 1000, 1001, 1002}
+    horizon = result.columns["horizon"]
+    rewards = result.columns["reward"]
+    assert rewards.shape == (3_000, 3)
+    expected_horizon = {0: 3, 1: 3, 2: 3, 3: 3, 4: 2, 5: 1, 1000: 3, 1001: 2, 1002: 1}
+    for i in expected_horizon:
+        rows = ids == i
+        step = i % 1000
+        h = expected_horizon[i]
+        assert set(horizon[rows].tolist()) == {h}
+        expected = np.zeros(3, np.float32)
+        expected[:h] = np.arange(step + 1, step + 1 + h)
+        np.testing.assert_array_equal(rows_of(rewards, rows), expected)
+        # the bootstrap observation follows the last step taken
+        assert set(result.columns["next_obs"][rows, 0].tolist()) == {i + h}
+        assert set(result.columns["terminated"][rows].tolist()) == {i + h == 6}
+    plain = table.sample(100)
+    assert plain.columns["reward"].shape == (100,) and "horizon" not in plain.columns
+    with pytest.raises(ValueError, match="only transitions"):
+        table.sample(1, kind="sequence", sequence_length=2, n_step=3)
+    with pytest.raises(ValueError, match=r"n_step: needs a scalar 'reward' column"):
+        ReplayTable(Signature([SMALL.columns[0]]), ShardConfig(capacity=8), seed=0).sample(1, n_step=2)
+
+
+def rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The one distinct row of ``array[rows]`` (the test's rows all hold the same values)."""
+    distinct = np.unique(array[rows], axis=0)
+    assert len(distinct) == 1
+    return distinct[0]
+
+
 def test_fifo_eviction_keeps_the_newest() -> None:
     table = _table(capacity=10)
     table.insert(chunk(1, 0, 6, episode=0))
@@ -122,7 +171,7 @@ def test_state_round_trip_restores_sampling_and_bookkeeping() -> None:
     table.insert(chunk(2, 0, 4, episode=1, end=True))
     arrays, meta = table.index_state()
     restored = _table(sampler="prioritized")
-    restored.load_state(arrays, {k: v.copy() for k, v in table.storage.items()}, meta)
+    restored.load_state(arrays, {k: [v.copy()] for k, v in table.storage.items()}, meta)
     assert restored.size == table.size and restored.writers == table.writers
     assert restored.trees[0].total == pytest.approx(table.trees[0].total)
     restored.insert(chunk(3, 5, 2, episode=0))  # the open episode continues where it was
@@ -178,8 +227,9 @@ def test_checkpoint_leaves_out_slots_overwritten_while_writing(tmp_path) -> None
     np.testing.assert_array_equal(sample.columns["next_obs"][:, 0], sample.columns["obs"][:, 0] + 1)
 
 
-def test_a_checkpoint_holds_the_filled_slots_only_and_full_width_ones_still_restore(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_checkpoint_holds_the_filled_slots_only_and_older_formats_still_restore(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
+    import shutil
 
     from replay import checkpoint
 
@@ -187,19 +237,62 @@ def test_a_checkpoint_holds_the_filled_slots_only_and_full_width_ones_still_rest
     table.insert(chunk(1, 0, 12, episode=0))
     checkpoint.write(tmp_path, table, checkpoint.capture(table))
     columns = tmp_path / "current" / "columns"
-    assert all(np.load(f, mmap_mode="r").shape[0] == 12 for f in columns.iterdir())  # not 1000
+    assert all(np.load(f, mmap_mode="r").shape[0] == 12 for f in columns.glob("*/*.npy"))  # not 1000
     restored = _table(capacity=1000)
     checkpoint.restore(tmp_path, restored)
     for name, column in table.storage.items():
         np.testing.assert_array_equal(restored.storage[name], column)
-    # format 1 wrote every slot: it restores the same
-    for name, column in table.storage.items():
-        np.save(columns / f"{name}.npy", column, allow_pickle=False)
+    # format 1 wrote every slot, format 2 the filled ones, each column in one file: both restore
     meta = json.loads((tmp_path / "current" / "meta.json").read_text())
-    (tmp_path / "current" / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
-    old = _table(capacity=1000)
-    checkpoint.restore(tmp_path, old)
-    assert old.size == 12 and set(old.sample(100).columns["step_id"].tolist()) <= set(range(11))
+    for version, rows in [(1, 1000), (2, 12)]:
+        shutil.rmtree(columns)
+        columns.mkdir()
+        for name, column in table.storage.items():
+            np.save(columns / f"{name}.npy", column[:rows], allow_pickle=False)
+        (tmp_path / "current" / "meta.json").write_text(json.dumps({**meta, "format_version": version}))
+        old = _table(capacity=1000)
+        checkpoint.restore(tmp_path, old)
+        assert old.size == 12 and set(old.sample(100).columns["step_id"].tolist()) <= set(range(11))
+
+
+def test_a_checkpoint_rewrites_only_the_segments_that_changed_since_the_last(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from replay import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SEGMENT_SLOTS", 8)
+    table = _table(capacity=64)
+    step = table.signature.step_bytes
+    first_segment = tmp_path / "current" / "columns" / "obs" / "000000.npy"
+
+    def take() -> checkpoint.CheckpointReport:
+        return checkpoint.write(tmp_path, table, checkpoint.capture(table))
+
+    table.insert(chunk(1, 0, 40, episode=0))
+    (tmp_path / ".writing-1-2" / "columns").mkdir(parents=True)  # what a crash mid-write leaves
+    report = take()
+    assert not list(tmp_path.glob(".writing-*"))
+    assert (report.written_bytes, report.linked_bytes) == (40 * step, 0)
+    inode = first_segment.stat().st_ino
+    table.insert(chunk(2, 40, 10, episode=0))  # slots 40–49: the fifth segment fills, a sixth begins
+    report = take()
+    assert (report.written_bytes, report.linked_bytes) == (10 * step, 40 * step)
+    assert first_segment.stat().st_ino == inode  # the same file, linked
+    table.insert(chunk(3, 50, 20, episode=0))  # slots 50–63 and, wrapping, 0–5 (the oldest go)
+    report = take()
+    assert (report.written_bytes, report.linked_bytes) == (24 * step, 40 * step)
+    assert first_segment.stat().st_ino != inode
+    # Overwritten after the cut, in segments the checkpoint links: their earlier copy is what it
+    # holds, consistent with its index, so nothing is torn.
+    cut = checkpoint.capture(table)
+    table.insert(chunk(4, 70, 10, episode=0))  # slots 6–15
+    report = checkpoint.write(tmp_path, table, cut)
+    assert (report.written_bytes, report.torn_steps) == (0, 0)
+    restored = _table(capacity=64)
+    checkpoint.restore(tmp_path, restored)
+    assert restored.size == 64
+    ids = restored.storage["step_id"][restored.generation >= 0]
+    assert sorted(ids.tolist()) == list(range(6, 70))  # as of the cut
+    sample = restored.sample(300)
+    np.testing.assert_array_equal(sample.columns["next_obs"][:, 0], sample.columns["obs"][:, 0] + 1)
 
 
 def test_restore_refuses_another_signature(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -324,6 +324,18 @@ def test_writer_reports_invalid_steps_before_sending(shard: ShardThread) -> None
             writer.append({"obs": np.zeros(4, np.float32), "step_id": np.int64(0), "reward": np.float32(0)})
 
 
+def test_n_step_transitions_over_the_wire(shard: ShardThread) -> None:
+    with ReplayWriter([shard.address], "n-step", chunk_length=3) as writer:
+        _write_episode(writer, 0, 10)
+    with ReplaySampler([shard.address], batch_size=256, n_step=4) as sampler:
+        batch = sampler.sample()
+    ids, horizon = batch.columns["step_id"], batch.columns["horizon"]
+    assert batch.columns["reward"].shape == (256, 4) and horizon.dtype == np.int32
+    np.testing.assert_array_equal(horizon, np.minimum(4, 10 - ids))  # the episode ends after step 9
+    np.testing.assert_array_equal(batch.columns["reward"].sum(axis=1), horizon)  # 1.0 per step taken
+    np.testing.assert_array_equal(batch.columns["next_obs"][:, 0], ids + horizon)
+
+
 def test_sample_request_errors(shard: ShardThread) -> None:
     with channel(shard.address) as ch:
         stub = pb_grpc.ReplayShardServiceStub(ch)
@@ -332,6 +344,8 @@ def test_sample_request_errors(shard: ShardThread) -> None:
             (pb.SampleRequest(batch_size=2), "kind"),
             (pb.SampleRequest(batch_size=2, kind=pb.SAMPLE_KIND_SEQUENCE, sequence_length=4, burn_in=4), "burn_in"),
             (pb.SampleRequest(batch_size=2, kind=pb.SAMPLE_KIND_TRANSITION, tiers=[99]), "tiers"),
+            (pb.SampleRequest(batch_size=2, kind=pb.SAMPLE_KIND_SEQUENCE, sequence_length=2, n_step=3), "n_step"),
+            (pb.SampleRequest(batch_size=2, kind=pb.SAMPLE_KIND_TRANSITION, n_step=65), "n_step"),
         ]:
             with pytest.raises(grpc.RpcError) as caught:
                 next(iter(stub.Sample(request, timeout=5)))
