@@ -43,6 +43,14 @@ class ActorMetrics:
             "counter",
             "Redis commands retried after a connection error or timeout",
         ),
+        "graspfleet_actor_replay_retained_bytes": (
+            "gauge",
+            "Accepted trajectory bytes the actor's writers keep until their shards checkpoint them",
+        ),
+        "graspfleet_actor_replay_unprotected_chunks": (
+            "counter",
+            "Accepted chunks released before a shard checkpoint held them (over the retention limit)",
+        ),
     }
     """Name → (Prometheus type, description); every series is tagged actor and tier, outcomes also outcome."""
 
@@ -67,16 +75,22 @@ class ActorMetrics:
         self.version_lag = make("graspfleet_actor_weights_version_lag")
         self.inference = make("graspfleet_actor_inference_seconds")
         self.control_plane_retries = make("graspfleet_actor_control_plane_retries")
+        self.retained_bytes = make("graspfleet_actor_replay_retained_bytes")
+        self.unprotected_chunks = make("graspfleet_actor_replay_unprotected_chunks")
         self.actor_id = actor_id
         self.recent: collections.deque[bool] = collections.deque(maxlen=window)
 
     def report(
         self, tier: str, env_steps: int, holds: int, out_of_bounds: int, lag: int, inference: list[float],
-        outcomes: list[EpisodeOutcome], control_plane_retries: int = 0,
+        outcomes: list[EpisodeOutcome], control_plane_retries: int = 0, retained_bytes: int = 0,
+        unprotected_chunks: int = 0,
     ) -> None:  # fmt: skip
         tags = {"actor": self.actor_id, "tier": tier}
         if env_steps:
             self.env_steps.inc(env_steps, tags)
+        self.retained_bytes.set(retained_bytes, tags)
+        if unprotected_chunks:
+            self.unprotected_chunks.inc(unprotected_chunks, tags)
         if control_plane_retries:
             self.control_plane_retries.inc(control_plane_retries, tags)
         if holds:
@@ -113,7 +127,11 @@ class ActorWorker:
             train.tier,
             train.cells,
             sink_factory=lambda name: ReplayWriter(
-                shards, name, chunk_length=train.chunk_length, max_pending_chunks=train.writer_max_pending_chunks
+                shards,
+                name,
+                chunk_length=train.chunk_length,
+                max_pending_chunks=train.writer_max_pending_chunks,
+                max_retained_bytes=int(train.writer_max_retained_mb * 2**20),
             ),
             weights=self.plane,
             network=train.network,
@@ -129,6 +147,8 @@ class ActorWorker:
         """The Ray node this actor runs on."""
         self.retries_reported = 0
         """The control plane's retries already counted in the metrics."""
+        self.unprotected_reported = 0
+        """The writers' unprotected chunks already counted in the metrics."""
         self.draining = threading.Event()
         """Set by :meth:`begin_drain`: ``run`` calls return at their next step."""
 
@@ -146,6 +166,8 @@ class ActorWorker:
                 break
             self.actor.step()
         outcomes = self.actor.take_outcomes()
+        writers = [writer.stats() for writer in self.writers]
+        unprotected = sum(w.unprotected_chunks for w in writers)
         self.metrics.report(
             self.actor.tier.name,
             stats.env_steps - env,
@@ -155,8 +177,11 @@ class ActorWorker:
             list(self.actor.inference_seconds),
             outcomes,
             self.plane.reconnects - self.retries_reported,
+            retained_bytes=sum(w.retained_bytes for w in writers),
+            unprotected_chunks=unprotected - self.unprotected_reported,
         )
         self.retries_reported = self.plane.reconnects
+        self.unprotected_reported = unprotected
         self.actor.inference_seconds.clear()
         return {
             "env_steps": stats.env_steps - env,

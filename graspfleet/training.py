@@ -92,6 +92,11 @@ class TrainConfig:
     writer_max_pending_chunks: int = 16
     """Chunks a cell's replay writer holds unsent before ``append`` waits: how far an actor may run
     ahead of its shard's rate limiter (16 × 32 steps ≈ 4 MiB per cell at the default observation)."""
+    writer_max_retained_mb: float = 64.0
+    """Accepted chunks a cell's replay writer keeps, until its shard's next checkpoint holds them,
+    to resend if the shard dies first: at the default ≈ 10–20 steps/s per cell and 60 s between
+    checkpoints a cell retains ≈ 5–10 MiB; past this limit the oldest are released unprotected
+    (counted). A shard that takes no checkpoints gets nothing retained."""
     demonstrations: int = 100
     """Successful scripted-expert episodes collected on the tier before training, which the learner
     mixes into its batches with a decaying behaviour-cloning term (0: none; see learner/demonstrations.py)."""
@@ -124,6 +129,7 @@ class TrainConfig:
         require(self.publish_every >= 1, "train.publish_every: must be >= 1")
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
         require(self.writer_max_pending_chunks >= 1, "train.writer_max_pending_chunks: must be >= 1")
+        require(self.writer_max_retained_mb >= 0, "train.writer_max_retained_mb: must be >= 0")
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
         require(self.success_window >= 1, "train.success_window: must be >= 1")

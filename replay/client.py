@@ -12,7 +12,9 @@ restarts from its checkpoint, the writer sees the shard's accepted sequence fall
 resends what it lost; the shard drops duplicates. Chunks not yet accepted are never dropped:
 when too many are pending, ``append`` blocks (backpressure). Accepted-but-not-durable chunks
 beyond ``max_retained_bytes`` are released oldest first and counted (``unprotected_chunks``):
-those, and only those, could be lost if the shard crashed before its next checkpoint.
+those, and only those, could be lost if the shard crashed before its next checkpoint. A shard that
+takes no checkpoints says so in its summaries; its writers release chunks once accepted (nothing
+would ever make them durable, and a restart of such a shard comes back empty).
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ class WriterStats(NamedTuple):
     unprotected_chunks: int
     durable_sequence: int
     accepted_sequence: int
+    retained_chunks: int
+    """Accepted chunks held to resend if the shard loses them (not yet durable)."""
+    retained_bytes: int
 
 
 class ReplayWriter:
@@ -192,6 +197,8 @@ class ReplayWriter:
         self._accepted_steps = 0
         self._accepted_sequence = 0
         self._durable_sequence = 0
+        self._shard_checkpoints = True
+        """Whether the shard said it takes checkpoints (until its first summary: assume so)."""
         self._restarts = 0
         self._channel = channel(self.address, max_message_bytes)
         self._stub = pb_grpc.ReplayShardServiceStub(self._channel)
@@ -273,6 +280,7 @@ class ReplayWriter:
             except grpc.RpcError as exc:
                 raise _map_error(exc) from None
             with self._lock:
+                self._shard_checkpoints = summary.checkpointing
                 self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
                 if self._pending:
                     synced = False
@@ -317,6 +325,8 @@ class ReplayWriter:
                 self._unprotected,
                 self._durable_sequence,
                 self._accepted_sequence,
+                len(self._retained),
+                self._retained_bytes,
             )
 
     def _raise_error(self) -> None:
@@ -400,6 +410,7 @@ class ReplayWriter:
             self._stream_chunks = min(self.chunks_per_stream, 2 * self._stream_chunks)
             with self._lock:
                 self._sent += len(batch)
+                self._shard_checkpoints = summary.checkpointing
                 self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
                 self._lock.notify_all()
 
@@ -427,6 +438,9 @@ class ReplayWriter:
             self._accepted_steps += chunk.rows
             self._retained.append(chunk)
             self._retained_bytes += chunk.size
+        if not self._shard_checkpoints:
+            self._retained.clear()
+            self._retained_bytes = 0
         while self._retained and self._retained[0].sequence <= self._durable_sequence:
             self._retained_bytes -= self._retained.popleft().size
         while self._retained and self._retained_bytes > self.max_retained_bytes:

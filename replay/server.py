@@ -192,6 +192,7 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
             duplicate_chunks=duplicates,
             accepted_sequence=self.table.accepted_sequence(writer),
             durable_sequence=self.durable.get(writer, 0),
+            checkpointing=self.checkpoint_dir is not None,
         )
 
     async def Sample(

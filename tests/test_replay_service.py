@@ -336,6 +336,30 @@ def test_n_step_transitions_over_the_wire(shard: ShardThread) -> None:
     np.testing.assert_array_equal(batch.columns["next_obs"][:, 0], ids + horizon)
 
 
+def test_writers_keep_accepted_chunks_until_a_checkpoint_holds_them_and_only_for_shards_that_take_one(
+    tmp_path: Path,
+) -> None:
+    config = ShardConfig(capacity=10_000, min_size_to_sample=1, checkpoint_interval=0)
+    checkpointing = ShardThread(SMALL, config, checkpoint_dir=tmp_path)
+    plain = ShardThread(SMALL, config)
+    try:
+        kept = ReplayWriter([checkpointing.address], "kept", chunk_length=4)
+        released = ReplayWriter([plain.address], "released", chunk_length=4)
+        for writer in (kept, released):
+            _write_episode(writer, 0, 15)  # 16 rows: 4 chunks
+            writer.flush()
+        assert kept.stats().retained_chunks == 4 and kept.stats().retained_bytes > 0
+        assert released.stats()[-2:] == (0, 0) and released.stats().unprotected_chunks == 0
+        checkpointing.call(checkpointing.shard.checkpoint())
+        kept.flush()  # the next summary says the chunks are durable
+        assert kept.stats().durable_sequence == 4 and kept.stats().retained_chunks == 0
+        for writer in (kept, released):
+            writer.close()
+    finally:
+        checkpointing.stop()
+        plain.stop()
+
+
 def test_sample_request_errors(shard: ShardThread) -> None:
     with channel(shard.address) as ch:
         stub = pb_grpc.ReplayShardServiceStub(ch)
