@@ -86,6 +86,7 @@ format: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	$(BIN)/mypy bench/*.py
 
 bench: setup
 	OMP_NUM_THREADS=1 $(BIN)/python bench/sim.py

@@ -21,7 +21,11 @@ Measured in one run, on this machine, one after another (nothing else running):
    ``FlattenObservations`` env-to-module connector, default SAC networks, batch 256, one local
    env runner: environment steps and updates per second.
 
-Ratios: learner updates/s over the plain loop's (and the same per CPU-second); ingest per actor
+4b. the same run again with the learner on every core (``train.learner_threads`` = the core
+   count) instead of the cores its actors leave it, the default on one machine;
+
+Ratios: learner updates/s over the plain loop's with every core and with the learner's own
+thread count (and per CPU-second); ingest per actor
 core — steps over the CPU time the actor processes used — over the bare cell's steps/s (and per
 machine core, and the lone actor's); graspfleet over RLlib.
 
@@ -123,7 +127,8 @@ def random_batch(config: TrainConfig, size: int) -> Batch:
     return Batch(
         obs=obs,
         action=low + (high - low) * torch.rand(size, 8),
-        reward=torch.rand(size),
+        reward=torch.rand(size, 1),
+        horizon=torch.ones(size),
         terminated=torch.zeros(size),
         next_obs={k: tensor(k) for k in OBSERVATION_KEYS},
         weights=torch.ones(size),
@@ -268,11 +273,17 @@ def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> di
     }
 
 
+def flatten_observations(env: Any, spaces: Any = None, device: Any = None) -> Any:
+    """RLlib's env-to-module connector for the cell's Dict observations (its SAC needs flat ones)."""
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+
+    return FlattenObservations()
+
+
 def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
     """RLlib SAC (new API stack) on the same cell: env steps/s and updates/s after its warm-up."""
     import ray
     from ray.rllib.algorithms.sac import SACConfig as RLlibSACConfig
-    from ray.rllib.connectors.env_to_module import FlattenObservations
     from ray.tune.registry import register_env
 
     from graspfleet.sim.env import GraspCellEnv
@@ -286,7 +297,7 @@ def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
             .framework("torch")
             .env_runners(
                 num_env_runners=0,
-                env_to_module_connector=lambda env, spaces=None, device=None: FlattenObservations(),
+                env_to_module_connector=flatten_observations,
             )
             .training(train_batch_size_per_learner=config.batch_size, num_steps_sampled_before_learning_starts=1000)
             # short iterations (RLlib's default is ≥ 100 sampled steps each), so the clock is read often
@@ -354,8 +365,22 @@ def main() -> None:
         on_replay_one_thread = learner_on_replay_updates_per_second(config, min(args.seconds, 20), shards)
         torch.set_num_threads(threads)
         print(f"one thread: plain {plain_one_thread:.1f}, on replay {on_replay_one_thread:.1f} updates/s", flush=True)
+    from graspfleet.distributed import learner_threads
+
+    threads = learner_threads(config, local_cluster=True) or torch.get_num_threads()
+    # the plain loop with the threads the run's learner takes: the distributed machinery's own cost
+    plain_same_threads = {torch.get_num_threads(): plain, 1: plain_one_thread}.get(threads)
+    if plain_same_threads is None:
+        default_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        plain_same_threads, _ = plain_updates_per_second(config, min(args.seconds, 20))
+        torch.set_num_threads(default_threads)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
-    print(f"graspfleet: {fleet}", flush=True)
+    print(f"graspfleet (learner on {threads} threads): {fleet}", flush=True)
+    # the same run with the learner on every core (what it took before train.learner_threads)
+    every_core = graspfleet_figures(dataclasses.replace(config, learner_threads=cores), args.seconds, args.warmup)
+    print(f"graspfleet (learner on every core): {every_core}", flush=True)
+    every_core_cores = every_core.pop("cores_used")
     rllib = rllib_figures(config, args.seconds)
     print(f"RLlib SAC: {rllib}", flush=True)
     ingest = fleet["ingest_env_steps_per_s"]
@@ -368,6 +393,7 @@ def main() -> None:
         json.dumps(
             {
                 "cores": cores,
+                "learner_threads": threads,
                 "actors": args.actors,
                 "cells_per_actor": args.cells,
                 "batch_size": config.batch_size,
@@ -385,6 +411,8 @@ def main() -> None:
                 "rllib_env_steps_per_s": round(rllib["env_steps_per_s"], 2),
                 "rllib_updates_per_s": round(rllib["updates_per_s"], 2),
                 "updates_vs_plain": round(fleet["learner_updates_per_s"] / plain, 3),
+                "plain_sac_same_threads_updates_per_s": round(plain_same_threads, 2),
+                "updates_vs_plain_same_threads": round(fleet["learner_updates_per_s"] / plain_same_threads, 3),
                 "updates_per_cpu_vs_plain": round(learner_per_cpu / plain_per_cpu, 3),
                 "on_replay_vs_plain": round(on_replay / plain, 3),
                 "on_replay_vs_plain_one_thread": round(on_replay_one_thread / plain_one_thread, 3),
@@ -393,6 +421,14 @@ def main() -> None:
                 "ingest_per_machine_core_vs_bare": round(ingest / cores / bare, 3),
                 "env_steps_vs_rllib": round(ingest / rllib["env_steps_per_s"], 2),
                 "updates_vs_rllib": round(fleet["learner_updates_per_s"] / rllib["updates_per_s"], 2),
+                "learner_on_every_core": {
+                    **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in every_core.items()},
+                    "cores_used": {role: round(v, 3) for role, v in every_core_cores.items()},
+                    "ingest_env_steps_per_actor_core": round(
+                        every_core["ingest_env_steps_per_s"] / every_core_cores["actors"], 1
+                    ),
+                    "updates_vs_plain": round(every_core["learner_updates_per_s"] / plain, 3),
+                },
             }
         )
     )

@@ -123,7 +123,9 @@ def main() -> None:
                 "seconds_to_target": reached["seconds"] if reached else None,
                 "env_steps_to_target": int(reached["env_steps"]) if reached else None,
                 "updates_to_target": int(reached["updates"]) if reached else None,
-                "success_after_target": [e["success_rate"] for e in evaluations[first + 1 :]] if reached else [],
+                "success_after_target": (
+                    [e["success_rate"] for e in evaluations[first + 1 :]] if first is not None else []
+                ),
                 "demonstration_episodes": config.demonstrations,
                 "final_success_rate": final["success_rate"] if final else None,
                 "final_interval": [final["ci_low"], final["ci_high"]] if final else None,

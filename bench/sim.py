@@ -80,8 +80,8 @@ def time_raw(config: CellConfig, tier: str, actions: np.ndarray, done: np.ndarra
             for _ in range(substeps):
                 mujoco.mj_step(model, data)
         elapsed += time.perf_counter() - start
-        for i in np.flatnonzero(done[k]):
-            batch.cells[i].reset(batch._rngs[i])
+        for ended in map(int, np.flatnonzero(done[k])):
+            batch.cells[ended].reset(batch._rngs[ended])
     return elapsed
 
 

@@ -29,12 +29,14 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from ray.autoscaler.sdk import request_resources
 
@@ -167,6 +169,9 @@ class LearnerMetrics:
             "graspfleet_learner_updates_per_second",
             "Learner updates per second since the previous publication",
             registry=r,
+        )
+        self.threads = Gauge(
+            "graspfleet_learner_threads", "Intra-op threads of the learner (train.learner_threads)", registry=r
         )
         self.actor_restarts = Counter("graspfleet_actor_restarts", "Actor processes found restarted", registry=r)
         self.actors_desired = Gauge(
@@ -312,6 +317,17 @@ def shard_options(config: TrainConfig, shards: int) -> dict[str, int | float | s
     }
 
 
+def learner_threads(config: TrainConfig, local_cluster: bool, cores: int | None = None) -> int | None:
+    """The intra-op threads the learner of a distributed run takes (``train.learner_threads``);
+    None: leave torch's default (every core)."""
+    if config.learner_threads:
+        return config.learner_threads
+    if not local_cluster:
+        return None
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - min(config.actors, cores // 2))
+
+
 def train_distributed(
     config: TrainConfig,
     run_dir: Path,
@@ -339,6 +355,11 @@ def train_distributed(
             # "local": a cluster of our own, even where a `ray start` cluster runs on this machine
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
             stack.callback(ray.shutdown)
+        threads = learner_threads(config, local_cluster=address is None)
+        if threads is not None:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
+        metrics.threads.set(torch.get_num_threads())
         host = host or ("127.0.0.1" if address is None else this_node_address())
         if redis_url is None:
             server = stack.enter_context(RedisServer(directory=run_dir / "redis", host=host))

@@ -109,6 +109,11 @@ class TrainConfig:
     """Stop once an evaluation reaches this success rate (None: run the whole budget)."""
     seed: int = 0
     device: str = "auto"
+    learner_threads: int = 0
+    """Intra-op threads of the learner on the CPU. 0: where a distributed run starts its own Ray
+    cluster on this machine, the cores its actors are left (cores − min(actors, cores // 2), at
+    least 1: two intra-op threads on a 2-core machine stall whenever an actor takes a core, and
+    starve the actors); joining a cluster (``--address``) and in ``--serial`` mode, every core."""
     cell: CellConfig = CellConfig()
     action: ActionConfig = ActionConfig()
     network: NetworkConfig = NetworkConfig()
@@ -130,6 +135,7 @@ class TrainConfig:
         require(self.chunk_length >= 1, "train.chunk_length: must be >= 1")
         require(self.writer_max_pending_chunks >= 1, "train.writer_max_pending_chunks: must be >= 1")
         require(self.writer_max_retained_mb >= 0, "train.writer_max_retained_mb: must be >= 0")
+        require(self.learner_threads >= 0, "train.learner_threads: must be >= 0 (0: automatic)")
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
         require(self.success_window >= 1, "train.success_window: must be >= 1")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from graspfleet.control_plane import ControlPlane
-from graspfleet.distributed import DistributedRun, train_distributed
+from graspfleet.distributed import DistributedRun, learner_threads, train_distributed
 from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.training import demonstration_rows
@@ -42,6 +44,7 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
         seen["metrics"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         seen["actor_versions"] = row["actor_versions"]
 
+    threads_before = torch.get_num_threads()
     with RedisServer() as redis:
         report = train_distributed(
             config,
@@ -88,6 +91,9 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
         assert served("graspfleet_learner_grad_norm", {"channel": channel}) > 0
         assert 0 < served("graspfleet_learner_learning_rate", {"channel": channel}) <= config.sac.actor_lr
     assert served("graspfleet_learner_updates_per_second") > 0
+    # the learner took the cores its actors leave it on this machine, and gave the rest back after
+    assert served("graspfleet_learner_threads") == learner_threads(config, local_cluster=True)
+    assert torch.get_num_threads() == threads_before
     assert served("graspfleet_learner_loss", {"name": "bc_loss"}) >= 0
     assert math.isfinite(served("graspfleet_learner_q_value")) and math.isfinite(
         served("graspfleet_learner_policy_entropy")
@@ -370,6 +376,17 @@ def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it()
     sync.published(4, at=13.0)
     assert sync.adopted("actor-0", 4, at=13.1) == []
     assert sync.adopted("actor-2", 4, at=13.4) == [pytest.approx(0.4)]
+
+
+def test_the_learner_leaves_cores_to_the_actors_on_a_machine_it_shares_with_them() -> None:
+    one, eight = small_train_config(actors=1), small_train_config(actors=8)
+    assert learner_threads(one, local_cluster=True, cores=2) == 1
+    assert learner_threads(eight, local_cluster=True, cores=2) == 1
+    assert learner_threads(one, local_cluster=True, cores=16) == 15
+    assert learner_threads(eight, local_cluster=True, cores=16) == 8  # at most half the cores go
+    assert learner_threads(one, local_cluster=True, cores=1) == 1
+    assert learner_threads(eight, local_cluster=False, cores=16) is None  # actors on other nodes: every core
+    assert learner_threads(dataclasses.replace(one, learner_threads=3), local_cluster=False) == 3
 
 
 @pytest.mark.parametrize("demonstrations", [0, 100])
