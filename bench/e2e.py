@@ -332,6 +332,12 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=4, help="grasp cells per actor")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time of each part")
     parser.add_argument("--warmup", type=float, default=30.0, help="distributed run: seconds before measuring")
+    parser.add_argument(
+        "--publish-every",
+        type=int,
+        default=TrainConfig().publish_every,
+        help="learner updates between weight versions (fewer: more versions to time the sync on)",
+    )
     args = parser.parse_args()
     # updates_per_step=0 turns the shards' rate limiters off: actors and learner both run flat out,
     # so the figures are the data plane's and the learner's capacity, not a chosen ratio; the
@@ -345,6 +351,7 @@ def main() -> None:
         env_steps=10**9,
         min_replay=2_000,
         updates_per_step=0.0,
+        publish_every=args.publish_every,
     )
     cores = os.cpu_count() or 1
     bare = bare_cell_steps_per_second(config, min(args.seconds, 20))
@@ -397,6 +404,7 @@ def main() -> None:
                 "actors": args.actors,
                 "cells_per_actor": args.cells,
                 "batch_size": config.batch_size,
+                "publish_every": config.publish_every,
                 "bare_cell_steps_per_s": round(bare, 1),
                 "actor_alone_steps_per_cpu_s": round(actor_alone, 1),
                 "plain_sac_updates_per_s": round(plain, 2),

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -146,8 +147,8 @@ def _previous_generation(path: Path, table: ReplayTable) -> np.ndarray | None:
         with np.load(path / "index.npz", allow_pickle=False) as npz:
             generation: np.ndarray = npz["generation"]
         return generation
-    except (OSError, ValueError, KeyError):
-        return None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # not reusable: every segment is written
 
 
 def _link_segment(source: Path, target: Path, table: ReplayTable, file: str) -> bool:

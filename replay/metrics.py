@@ -42,6 +42,9 @@ class ShardMetrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
         )
+        self.checkpoint_failures = Counter(
+            f"{p}checkpoint_failures", "Periodic checkpoints that failed (the previous checkpoint stays)", registry=r
+        )
         self.checkpoint_written = Counter(
             f"{p}checkpoint_written_bytes",
             "Column bytes checkpoints wrote (segments unchanged since the previous checkpoint are linked, not written)",

@@ -316,7 +316,8 @@ class ReplayShard(pb_grpc.ReplayShardServiceServicer):
             await asyncio.sleep(self.config.checkpoint_interval)
             try:
                 await self.checkpoint()
-            except OSError:
+            except Exception:  # a disk error or a bug: the shard keeps serving, and tries again next time
+                self.metrics.checkpoint_failures.inc()
                 log.exception("checkpoint to %s failed; the shard keeps serving", self.checkpoint_dir)
 
 

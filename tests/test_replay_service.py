@@ -360,6 +360,30 @@ def test_writers_keep_accepted_chunks_until_a_checkpoint_holds_them_and_only_for
         plain.stop()
 
 
+def test_a_failed_periodic_checkpoint_is_counted_and_the_next_one_is_taken(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from replay import checkpoint
+
+    real_write, calls = checkpoint.write, []
+
+    def write_failing_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the checkpoint code")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "write", write_failing_once)
+    server = ShardThread(SMALL, ShardConfig(capacity=1000, checkpoint_interval=0.2), checkpoint_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while server.shard.checkpoints == 0:
+            assert time.monotonic() < deadline, "no checkpoint after the failed one"
+            time.sleep(0.05)
+        assert server.shard.metrics.registry.get_sample_value("graspfleet_replay_checkpoint_failures_total") == 1
+        assert shard_info(server.address).checkpoints >= 1  # it kept serving
+    finally:
+        server.stop()
+
+
 def test_sample_request_errors(shard: ShardThread) -> None:
     with channel(shard.address) as ch:
         stub = pb_grpc.ReplayShardServiceStub(ch)
