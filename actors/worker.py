@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 import threading
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from graspfleet.control_plane import ControlPlane
 from graspfleet.sim.batch import OUTCOMES
 from graspfleet.training import TrainConfig
 from learner.curriculum import EpisodeOutcome
-from replay.client import ReplayWriter
+from replay.client import HashRing, ReplayWriter
 
 
 class ActorMetrics:
@@ -121,13 +122,17 @@ class ActorWorker:
         # many actors share a node's cores with the learner: one thread each for batched inference
         torch.set_num_threads(1)
         self.plane = ControlPlane(redis_url, run)
+        # the actor's cells go round the shards from where its id hashes: an even spread, where
+        # hashing each cell alone could put all of them (and a small run's whole data) on one shard
+        shard_order = HashRing(shards).shards_from(actor_id)
+        cells = itertools.count()
         self.actor = SimActor(
             actor_id,
             train.cell,
             train.tier,
             train.cells,
             sink_factory=lambda name: ReplayWriter(
-                shards,
+                [shard_order[next(cells) % len(shard_order)]],
                 name,
                 chunk_length=train.chunk_length,
                 max_pending_chunks=train.writer_max_pending_chunks,

@@ -100,6 +100,18 @@ class HashRing:
         i = bisect.bisect(self._keys, self._hash(key)) % len(self._keys)
         return self._nodes[i]
 
+    def shards_from(self, key: str) -> list[str]:
+        """Every shard once, in ring order from ``key``'s point (the first is :meth:`shard_for`):
+        where a key's consecutive writers go, so an actor's cells spread over all the shards
+        evenly instead of each landing where its own hash falls."""
+        start = bisect.bisect(self._keys, self._hash(key))
+        order: list[str] = []
+        for j in range(len(self._nodes)):
+            node = self._nodes[(start + j) % len(self._nodes)]
+            if node not in order:
+                order.append(node)
+        return order
+
 
 def shard_info(address: str, timeout: float = 10.0) -> pb.ShardInfo:
     """What a shard reports about itself: size, counters, signature."""

@@ -64,10 +64,10 @@ def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> Non
     assert started[0].metrics.registry.get_sample_value("graspfleet_learner_priority_update_failures_total") == 0
     sizes = seen["sizes"]
     assert isinstance(sizes, dict)
+    # each actor's 4 cells go round the 2 shards from where its id hashes: trajectories arrived in both
     ring = HashRing(list(sizes))
-    expected = {ring.shard_for(f"actor-{a}/{c}") for a in range(2) for c in range(4)}
-    assert all(sizes[address] > 0 for address in expected)  # trajectories arrived where hashed
-    assert len(expected) == 2 or len(sizes) == 2  # (8 writers land on both shards unless very unlucky)
+    assert all(sorted(ring.shards_from(f"actor-{a}")) == sorted(sizes) for a in range(2))
+    assert len(sizes) == 2 and all(size > 0 for size in sizes.values())
     assert seen["actor_versions"] >= 2  # actors adopted at least two published versions
     metrics = str(seen["metrics"])
     assert "graspfleet_learner_updates_total" in metrics and "graspfleet_env_steps_total" in metrics

@@ -401,6 +401,17 @@ def test_sample_request_errors(shard: ShardThread) -> None:
             assert message in caught.value.details()
 
 
+def test_an_actors_cells_go_round_every_shard_from_where_its_id_hashes() -> None:
+    addresses = [f"10.0.0.{k}:7000" for k in range(3)]
+    ring = HashRing(addresses)
+    orders = [ring.shards_from(f"actor-{k}") for k in range(300)]
+    assert all(sorted(order) == addresses for order in orders)  # every shard, once
+    assert all(order[0] == ring.shard_for(f"actor-{k}") for k, order in enumerate(orders))
+    firsts = [sum(order[0] == a for order in orders) for a in addresses]
+    assert min(firsts) > 50  # the actors' starting shards spread over all three
+    assert HashRing(addresses[:1]).shards_from("actor-0") == addresses[:1]
+
+
 def test_health_reflection_and_writers_spread_over_shards() -> None:
     shards = [ShardThread(SMALL, ShardConfig(capacity=1000, min_size_to_sample=1)) for _ in range(3)]
     try:
