@@ -16,13 +16,12 @@ Measured in one run, on this machine, one after another (nothing else running):
    private Redis and the learner, for ``--seconds`` after warm-up. Reported: environment steps
    per second that reached replay, learner updates per second, weight-sync latency (a version's
    publication until every actor runs it, p50/p99), and the cores each role kept busy (CPU
-   time from ``/proc``: learner, actors, shards, Redis, Ray's daemons);
+   time from ``/proc``: learner, actors, shards, Redis, Ray's daemons); once with the learner on
+   the cores its actors leave it (``train.learner_threads``' default on one machine) and once on
+   every core;
 5. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
    ``FlattenObservations`` env-to-module connector, default SAC networks, batch 256, one local
    env runner: environment steps and updates per second.
-
-4b. the same run again with the learner on every core (``train.learner_threads`` = the core
-   count) instead of the cores its actors leave it, the default on one machine;
 
 Ratios: learner updates/s over the plain loop's with every core and with the learner's own
 thread count (and per CPU-second); ingest per actor
@@ -374,16 +373,15 @@ def main() -> None:
         print(f"one thread: plain {plain_one_thread:.1f}, on replay {on_replay_one_thread:.1f} updates/s", flush=True)
     from graspfleet.distributed import learner_threads
 
-    threads = learner_threads(config, local_cluster=True) or torch.get_num_threads()
+    run_threads = learner_threads(config, local_cluster=True) or threads
     # the plain loop with the threads the run's learner takes: the distributed machinery's own cost
-    plain_same_threads = {torch.get_num_threads(): plain, 1: plain_one_thread}.get(threads)
+    plain_same_threads = {threads: plain, 1: plain_one_thread}.get(run_threads)
     if plain_same_threads is None:
-        default_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(run_threads)
         plain_same_threads, _ = plain_updates_per_second(config, min(args.seconds, 20))
-        torch.set_num_threads(default_threads)
+        torch.set_num_threads(threads)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
-    print(f"graspfleet (learner on {threads} threads): {fleet}", flush=True)
+    print(f"graspfleet (learner on {run_threads} threads): {fleet}", flush=True)
     # the same run with the learner on every core (what it took before train.learner_threads)
     every_core = graspfleet_figures(dataclasses.replace(config, learner_threads=cores), args.seconds, args.warmup)
     print(f"graspfleet (learner on every core): {every_core}", flush=True)
@@ -400,7 +398,7 @@ def main() -> None:
         json.dumps(
             {
                 "cores": cores,
-                "learner_threads": threads,
+                "learner_threads": run_threads,
                 "actors": args.actors,
                 "cells_per_actor": args.cells,
                 "batch_size": config.batch_size,
