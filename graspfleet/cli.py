@@ -20,6 +20,7 @@ from graspfleet.interfaces import BackendUnavailable, make_backend
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.runner import RunSummary, run_episodes
 from graspfleet.sim.tiers import TIER_ORDER, TIERS, get_tier
+from replay.config import ShardConfig
 
 app = typer.Typer(
     help="graspfleet: distributed actor–learner training of robotic grasping policies.",
@@ -27,6 +28,10 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+SHARD_DEFAULTS = ShardConfig()
+"""`replay serve`'s option defaults are the shard config's."""
+MIB = 1024 * 1024
 
 
 class PolicyName(enum.StrEnum):
@@ -632,19 +637,34 @@ def _load_signature(source: str) -> Any:
 def replay_serve(
     port: Annotated[int, typer.Option(help="gRPC port (0 picks a free one).")] = 50051,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    capacity: Annotated[int, typer.Option(help="Steps held before the oldest are removed.")] = 100_000,
-    sampler: Annotated[str, typer.Option(help="uniform or prioritized.")] = "uniform",
-    priority_exponent: Annotated[float, typer.Option(help="Prioritized: α of P(i) ∝ p_i^α.")] = 0.6,
-    importance_exponent: Annotated[float, typer.Option(help="Prioritized: β of the importance weights.")] = 0.4,
-    min_size: Annotated[int, typer.Option(help="Steps inserted before sampling may start.")] = 1_000,
-    samples_per_insert: Annotated[float, typer.Option(help="Target sampled rows per inserted step (0: off).")] = 0.0,
-    error_buffer: Annotated[float, typer.Option(help="Slack of the sample-to-insert ratio.")] = 10_000.0,
+    capacity: Annotated[int, typer.Option(help="Steps held before the oldest are removed.")] = SHARD_DEFAULTS.capacity,
+    sampler: Annotated[str, typer.Option(help="uniform or prioritized.")] = SHARD_DEFAULTS.sampler,
+    priority_exponent: Annotated[
+        float, typer.Option(help="Prioritized: α of P(i) ∝ p_i^α.")
+    ] = SHARD_DEFAULTS.priority_exponent,
+    importance_exponent: Annotated[
+        float, typer.Option(help="Prioritized: β of the importance weights.")
+    ] = SHARD_DEFAULTS.importance_exponent,
+    min_size: Annotated[
+        int, typer.Option(help="Steps inserted before sampling may start.")
+    ] = SHARD_DEFAULTS.min_size_to_sample,
+    samples_per_insert: Annotated[
+        float, typer.Option(help="Target sampled rows per inserted step (0: off).")
+    ] = SHARD_DEFAULTS.samples_per_insert,
+    error_buffer: Annotated[
+        float, typer.Option(help="Slack of the sample-to-insert ratio.")
+    ] = SHARD_DEFAULTS.error_buffer,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go; restored at start.")] = None,
-    checkpoint_interval: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 60.0,
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="Seconds between checkpoints.")
+    ] = SHARD_DEFAULTS.checkpoint_interval,
     metrics_port: Annotated[int | None, typer.Option(help="Port of the Prometheus /metrics endpoint.")] = None,
     signature: Annotated[str, typer.Option(help="'grasp' or a JSON/YAML file of columns.")] = "grasp",
-    max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message (MiB).")] = 64,
-    max_chunk_mb: Annotated[int, typer.Option(help="Largest chunk accepted (MiB; at most --max-message-mb).")] = 16,
+    max_message_mb: Annotated[int, typer.Option(help="Largest gRPC message (MiB).")] = SHARD_DEFAULTS.max_message_bytes
+    // MIB,
+    max_chunk_mb: Annotated[
+        int, typer.Option(help="Largest chunk accepted (MiB; at most --max-message-mb).")
+    ] = SHARD_DEFAULTS.max_chunk_bytes // MIB,
     train_config: Annotated[
         Path | None,
         typer.Option(
@@ -657,7 +677,6 @@ def replay_serve(
     """Serve one replay shard until SIGINT/SIGTERM (a final checkpoint is taken on the way out)."""
     import logging
 
-    from replay.config import ShardConfig
     from replay.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -682,8 +701,8 @@ def replay_serve(
             samples_per_insert=samples_per_insert,
             error_buffer=error_buffer,
             checkpoint_interval=checkpoint_interval,
-            max_message_bytes=max_message_mb * 1024 * 1024,
-            max_chunk_bytes=max_chunk_mb * 1024 * 1024,
+            max_message_bytes=max_message_mb * MIB,
+            max_chunk_bytes=max_chunk_mb * MIB,
         )
         table_signature = _load_signature(signature)
         serve(table_signature, config, port, host, checkpoint_dir, metrics_port)
