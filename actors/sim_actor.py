@@ -3,10 +3,13 @@
 :class:`SimActor` is a plain class (Ray makes it remote at the edge). Each ``step`` it encodes
 the batched observation, samples the policy, adds channel-matched exploration noise, sends the
 Cartesian actions through the safe action pipeline (in the actor runtime: a NaN becomes a counted
-hold), and streams every cell's step to replay through that cell's trajectory sink. Every
-``version_check_every`` steps it asks the weight source for the latest version (one cheap read)
-and loads new weights only when the version changed, never unpickling; with a tier source it
-also reads the curriculum's tier then, and switches its cells to it (:meth:`SimActor.set_tier`).
+hold), and streams every cell's step to replay through that cell's trajectory sink. Announced
+versions are fetched and decoded by a :class:`~actors.weight_prefetch.WeightPrefetcher` thread
+while the cells step, so the next step only installs them; every ``version_check_every`` steps it
+also asks the weight source for the latest version (one cheap read) and loads new weights only
+when the version changed, never unpickling. With a tier source it reads the curriculum's tier at
+each of those checks (the prefetcher with each version) and switches its cells to it
+(:meth:`SimActor.set_tier`).
 Every finished episode's outcome is kept, stamped with its curriculum generation, for the
 learner's curriculum controller.
 """
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
+from actors.weight_prefetch import BlockingAnnouncements, DecodedWeights, WeightPrefetcher, decode_policy_weights
 from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
@@ -33,7 +37,6 @@ from learner.config import NetworkConfig
 from learner.curriculum import EpisodeOutcome
 from learner.networks import ObservationEncoder, SE3Policy
 from learner.sac import OBSERVATION_KEYS
-from learner.weights import deserialize, split_policy_tensors
 
 RECENT_LIMIT = 10_000
 """Episode outcomes and inference timings an actor keeps until its owner takes them."""
@@ -70,12 +73,6 @@ class TierSource(Protocol):
         ...
 
 
-class VersionAnnouncements(Protocol):
-    """Push notice of new versions (``graspfleet.control_plane.WeightNotifications`` is one)."""
-
-    def newest(self) -> int | None: ...
-
-
 @dataclasses.dataclass
 class ActorStats:
     env_steps: int = 0
@@ -96,10 +93,13 @@ class PolicyCopy:
         self.version = -1
 
     def load(self, blob: bytes) -> int:
-        weights = deserialize(blob)
-        encoder, policy = split_policy_tensors(weights.tensors)
-        self.encoder.load_state_dict(encoder)
-        self.policy.load_state_dict(policy)
+        """Decode a published blob (never unpickling) and install it; returns its version."""
+        return self.install(decode_policy_weights(blob))
+
+    def install(self, weights: DecodedWeights) -> int:
+        """Load decoded weights (strict: every key must match); returns their version."""
+        self.encoder.load_state_dict(weights.encoder)
+        self.policy.load_state_dict(weights.policy)
         self.version = weights.version
         return weights.version
 
@@ -129,12 +129,13 @@ class SimActor:
         action: ActionConfig | None = None,
         seed: int | None = None,
         version_check_every: int = 50,
-        announcements: VersionAnnouncements | None = None,
+        announcements: BlockingAnnouncements | None = None,
         tiers: TierSource | None = None,
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
-        ``announcements`` a new version is also picked up at the first step after its notice.
-        With ``tiers``, every version check also reads the curriculum's tier and switches to it."""
+        ``announcements`` a thread fetches each announced version as it comes, and the first step
+        after it is decoded installs it. With ``tiers``, every version check also reads the
+        curriculum's tier and switches to it."""
         self.actor_id = actor_id
         self.cell = cell
         self.action_config = action or ActionConfig()
@@ -158,7 +159,7 @@ class SimActor:
         self._stamp_tier()
         self.weights = weights
         self.version_check_every = version_check_every
-        self.announcements = announcements
+        self.prefetcher = WeightPrefetcher(announcements, weights, tiers) if announcements is not None else None
         self.inference_seconds: collections.deque[float] = collections.deque(maxlen=RECENT_LIMIT)
         """Batched policy inference time of each recent step (the worker drains it into its metrics)."""
         self.adoptions: list[tuple[int, float]] = []
@@ -169,11 +170,17 @@ class SimActor:
         self.obs, _ = self.env.reset(seed=seed)
 
     def maybe_update_weights(self, force: bool = False) -> bool:
-        """Load the latest weights if their version changed; returns whether it did."""
+        """Install prefetched weights newer than the running ones, or at a version check load the
+        latest weights if their version changed; returns whether the weights changed."""
         self._steps_since_check += 1
-        announced = self.announcements.newest() if self.announcements is not None else None
-        is_news = announced is not None and announced > self.policy.version
-        if not force and not is_news and self._steps_since_check < self.version_check_every:
+        prefetched = self.prefetcher.take() if self.prefetcher is not None else None
+        if prefetched is not None and prefetched.weights.version > self.policy.version:
+            # the tier read with the blob, unless a version check has since seen a newer generation
+            if prefetched.tier is not None and prefetched.tier[1] >= self.generation:
+                self.set_tier(*prefetched.tier)
+            self._adopt(prefetched.weights)
+            return True
+        if not force and self._steps_since_check < self.version_check_every:
             return False
         self._steps_since_check = 0
         if self.tiers is not None:
@@ -186,12 +193,15 @@ class SimActor:
         fetched = self.weights.fetch_weights(latest)
         if fetched is None:
             return False
-        self.policy.load(fetched[1])
+        self._adopt(decode_policy_weights(fetched[1]))
+        return True
+
+    def _adopt(self, weights: DecodedWeights) -> None:
+        self.policy.install(weights)
         self.adoptions.append((self.policy.version, time.time()))
         for sink in self.sinks:
             sink.policy_version = self.policy.version
         self.stats.weight_updates += 1
-        return True
 
     def _stamp_tier(self) -> None:
         tier_index = TIER_ORDER.index(self.tier.name) if self.tier.name in TIER_ORDER else 0
@@ -291,5 +301,7 @@ class SimActor:
         return self.stats
 
     def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         for sink in self.sinks:
             sink.close()

@@ -52,6 +52,10 @@ class ActorMetrics:
             "counter",
             "Accepted chunks released before a shard checkpoint held them (over the retention limit)",
         ),
+        "graspfleet_actor_weight_prefetch_failures": (
+            "counter",
+            "Announced weight versions the prefetch thread could not fetch or decode (the poll loads them)",
+        ),
     }
     """Name → (Prometheus type, description); every series is tagged actor and tier, outcomes also outcome."""
 
@@ -78,17 +82,20 @@ class ActorMetrics:
         self.control_plane_retries = make("graspfleet_actor_control_plane_retries")
         self.retained_bytes = make("graspfleet_actor_replay_retained_bytes")
         self.unprotected_chunks = make("graspfleet_actor_replay_unprotected_chunks")
+        self.prefetch_failures = make("graspfleet_actor_weight_prefetch_failures")
         self.actor_id = actor_id
         self.recent: collections.deque[bool] = collections.deque(maxlen=window)
 
     def report(
         self, tier: str, env_steps: int, holds: int, out_of_bounds: int, lag: int, inference: list[float],
         outcomes: list[EpisodeOutcome], control_plane_retries: int = 0, retained_bytes: int = 0,
-        unprotected_chunks: int = 0,
+        unprotected_chunks: int = 0, prefetch_failures: int = 0,
     ) -> None:  # fmt: skip
         tags = {"actor": self.actor_id, "tier": tier}
         if env_steps:
             self.env_steps.inc(env_steps, tags)
+        if prefetch_failures:
+            self.prefetch_failures.inc(prefetch_failures, tags)
         self.retained_bytes.set(retained_bytes, tags)
         if unprotected_chunks:
             self.unprotected_chunks.inc(unprotected_chunks, tags)
@@ -154,6 +161,8 @@ class ActorWorker:
         """The control plane's retries already counted in the metrics."""
         self.unprotected_reported = 0
         """The writers' unprotected chunks already counted in the metrics."""
+        self.prefetch_failures_reported = 0
+        """The weight prefetcher's failures already counted in the metrics."""
         self.draining = threading.Event()
         """Set by :meth:`begin_drain`: ``run`` calls return at their next step."""
 
@@ -173,6 +182,7 @@ class ActorWorker:
         outcomes = self.actor.take_outcomes()
         writers = [writer.stats() for writer in self.writers]
         unprotected = sum(w.unprotected_chunks for w in writers)
+        prefetch_failures = self.actor.prefetcher.failures if self.actor.prefetcher is not None else 0
         self.metrics.report(
             self.actor.tier.name,
             stats.env_steps - env,
@@ -184,9 +194,11 @@ class ActorWorker:
             self.plane.reconnects - self.retries_reported,
             retained_bytes=sum(w.retained_bytes for w in writers),
             unprotected_chunks=unprotected - self.unprotected_reported,
+            prefetch_failures=prefetch_failures - self.prefetch_failures_reported,
         )
         self.retries_reported = self.plane.reconnects
         self.unprotected_reported = unprotected
+        self.prefetch_failures_reported = prefetch_failures
         self.actor.inference_seconds.clear()
         return {
             "env_steps": stats.env_steps - env,

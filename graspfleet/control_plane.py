@@ -58,7 +58,7 @@ return {1, version}
 
 
 class WeightNotifications:
-    """Push notice of new weight versions (Redis pub/sub), read without blocking.
+    """Push notice of new weight versions (Redis pub/sub), read without blocking or waited on.
 
     Pub/sub delivers at most once and drops messages while disconnected, so it only shortens the
     wait: actors still poll ``weights:latest`` every few steps, and a broken subscription is
@@ -71,19 +71,30 @@ class WeightNotifications:
         self.pubsub: Any = None
 
     def newest(self) -> int | None:
-        """The highest version announced since the last call, or None."""
+        """The highest version announced since the last call, or None (never blocks)."""
+        return self.wait(0.0)
+
+    def wait(self, timeout: float) -> int | None:
+        """The highest version announced since the last call, waiting up to ``timeout`` seconds
+        for one when none is there; None when none came. A broken subscription counts as none
+        (after the timeout has passed) and is reopened by the next call."""
+        deadline = time.monotonic() + timeout
         try:
             if self.pubsub is None:
-                self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                self.pubsub.subscribe(self.channel)
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                self.pubsub = pubsub  # set once subscribed: a publish after this reaches it
             newest = None
-            while (message := self.pubsub.get_message(timeout=0)) is not None:
+            message = self.pubsub.get_message(timeout=timeout)
+            while message is not None:
                 if message.get("type") == "message":
                     version = int(message["data"])
                     newest = version if newest is None else max(newest, version)
+                message = self.pubsub.get_message(timeout=0)
             return newest
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.close()
+            time.sleep(max(0.0, deadline - time.monotonic()))
             return None
 
     def close(self) -> None:

@@ -22,8 +22,9 @@ usual arrangement for SAC from pixels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -150,6 +151,20 @@ class ChannelLearningRates:
         self.since_change = {k: int(v) for k, v in state["since_change"].items()}
         self.observed = int(state["observed"])
         self.base_lr = {k: float(v) for k, v in state["base_lr"].items()}
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Build graphs in which ``modules``' parameters need no gradient: a backward pass through them
+    computes only the gradients of their inputs (the flag is read when the graph is built)."""
+    flags = [p.requires_grad for m in modules for p in m.parameters()]
+    for m in modules:
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip((p for m in modules for p in m.parameters()), flags, strict=True):
+            p.requires_grad_(flag)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -318,7 +333,8 @@ class SACLearner:
 
         out = self.policy(latent.detach())
         detached_state = state.detach()
-        q_pi = torch.min(self.q1(detached_state, out.action), self.q2(detached_state, out.action))
+        with frozen(self.q1, self.q2):  # the actor's loss reaches the actions, not the critics' weights
+            q_pi = torch.min(self.q1(detached_state, out.action), self.q2(detached_state, out.action))
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         bc_loss = torch.zeros((), device=self.device)
@@ -343,9 +359,6 @@ class SACLearner:
         norms = self.channels.observe()
         nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm, foreach=True)
         self.actor_optimizer.step()
-        # the actor step must not move the critics it was evaluated with
-        self.q1.zero_grad(set_to_none=True)
-        self.q2.zero_grad(set_to_none=True)
 
         alpha_loss = -(self.log_alpha * (out.log_prob.detach() + self.target_entropy)).mean()
         self.alpha_optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig, SACConfig
 from learner.networks import ConcatCritic, SharedForcePositionCritic
-from learner.sac import OBSERVATION_KEYS, SACLearner, batch_from_columns
+from learner.sac import OBSERVATION_KEYS, SACLearner, batch_from_columns, frozen
 from learner.weights import VERSION_KEY, deserialize, read_metadata, serialize
 
 from .conftest import hold_action, make_batch
@@ -110,6 +110,27 @@ def test_updates_fit_the_critic_and_move_alpha(columns: dict[str, np.ndarray]) -
     # the entropy starts far above the target (−8), so α must shrink
     assert last["alpha"] < first["alpha"]
     assert all(np.isfinite(v) for v in last.values())
+
+
+def test_the_actor_loss_reaches_the_actions_through_frozen_critics_that_train_again_after(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner()
+    state = torch.randn(4, learner.network_config.latent_dim + SPEC["privileged"].shape[0])
+    action = torch.zeros(4, 8, requires_grad=True)
+    with frozen(learner.q1):
+        q = learner.q1(state, action).sum()
+    q.backward()
+    assert action.grad is not None and action.grad.abs().sum() > 0
+    assert all(p.grad is None for p in learner.q1.parameters())  # no weight gradient was built
+    assert all(p.requires_grad for p in learner.q1.parameters())
+    with pytest.raises(RuntimeError), frozen(learner.q2):
+        raise RuntimeError("an error inside leaves the flags restored")
+    assert all(p.requires_grad for p in learner.q2.parameters())
+    before = [p.detach().clone() for p in learner.q1.parameters()]
+    learner.update(batch_from_columns(columns))
+    assert all(p.requires_grad for m in (learner.q1, learner.q2) for p in m.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, learner.q1.parameters(), strict=True))
 
 
 def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate_and_recovers(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
 from actors.sim_actor import SimActor
+from actors.weight_prefetch import WeightPrefetcher
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.control_plane import ControlPlane
@@ -83,34 +86,106 @@ def test_actor_streams_to_replay_and_adopts_new_weights() -> None:
             shard.stop()
 
 
-def test_an_announced_version_is_loaded_at_the_next_step_and_logged() -> None:
+class _ThreadRecordingWeights:
+    """The control plane's weights, noting which thread fetched each blob; the first ``failures``
+    fetches raise."""
+
+    def __init__(self, plane: ControlPlane, failures: int = 0) -> None:
+        self.plane = plane
+        self.failures = failures
+        self.fetched_by: list[str] = []
+
+    def latest_version(self) -> int:
+        return self.plane.latest_version()
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None:
+        self.fetched_by.append(threading.current_thread().name)
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("injected fetch failure")
+        return self.plane.fetch_weights(version)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_announced_weights_are_fetched_beside_the_steps_and_installed_by_the_next_one() -> None:
+    """The step that adopts an announced version makes no control-plane call for it: the prefetch
+    thread fetched and decoded it while the actor was not stepping at all. A curriculum tier read
+    with the blob is applied with it, unless the actor has since seen a newer generation."""
     learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
     with RedisServer() as redis_server:
-        plane = ControlPlane(redis_server.url, "announce")
+        plane = ControlPlane(redis_server.url, "prefetch")
         plane.publish_weights(0, serialize(learner.policy_tensors(), version=0))
+        plane.set_curriculum("T0", 0, {})
+        weights = _ThreadRecordingWeights(plane)
         actor = SimActor(
             "actor-0",
             CELL,
             "T0",
             num_cells=1,
             sink_factory=lambda name: _Discard(),
-            weights=plane,
+            weights=weights,
             seed=0,
             version_check_every=10_000,  # polling alone would not see a new version in this test
             announcements=plane.weight_notifications(),
+            tiers=plane,
         )
-        actor.step()
-        assert actor.policy.version == 0
-        published = time.time()
-        plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
-        steps = 0
-        deadline = time.monotonic() + 10
-        while actor.policy.version == 0 and time.monotonic() < deadline:
-            actor.step()  # the announcement crosses the socket while the cells step
-            steps += 1
-        assert actor.policy.version == 1 and steps < 100
-        assert [v for v, _ in actor.adoptions] == [0, 1]
-        assert published <= actor.adoptions[-1][1] <= time.time()
+        try:
+            actor.step()  # the first step polls and loads version 0 itself
+            assert actor.policy.version == 0 and weights.fetched_by == ["MainThread"]
+            assert actor.prefetcher is not None
+            assert _wait_for(lambda: actor.prefetcher.announcements.pubsub is not None)  # type: ignore[attr-defined]
+            plane.set_curriculum("T1", 1, {})
+            published = time.time()
+            plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
+            assert _wait_for(lambda: actor.prefetcher.ready_version == 1)
+            assert weights.fetched_by == ["MainThread", "weight-prefetch"]
+            assert actor.policy.version == 0  # nothing installed until a step takes it
+            actor.step()
+            assert actor.policy.version == 1 and actor.tier.name == "T1" and actor.generation == 1
+            assert weights.fetched_by == ["MainThread", "weight-prefetch"]  # the step fetched nothing
+            assert [v for v, _ in actor.adoptions] == [0, 1]  # logged for the weight-sync latency
+            assert published <= actor.adoptions[-1][1] <= time.time()
+
+            # a tier read with an older generation than the actor's does not switch it back
+            plane.publish_weights(2, serialize(learner.policy_tensors(), version=2))
+            assert _wait_for(lambda: actor.prefetcher.ready_version == 2)
+            actor.set_tier("T2", 2)  # as a version check reading a newer curriculum would
+            actor.step()
+            assert actor.policy.version == 2 and actor.tier.name == "T2" and actor.generation == 2
+        finally:
+            actor.close()
+        assert not actor.prefetcher.alive
+
+
+def test_a_failed_prefetch_is_counted_and_the_next_announcement_is_fetched() -> None:
+    with RedisServer() as redis_server:
+        plane = ControlPlane(redis_server.url, "prefetch-failure")
+        learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
+        weights = _ThreadRecordingWeights(plane, failures=1)
+        prefetcher = WeightPrefetcher(plane.weight_notifications(), weights, retry_seconds=0.05)
+        try:
+            assert _wait_for(lambda: prefetcher.announcements.pubsub is not None)  # type: ignore[attr-defined]
+            plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
+            assert _wait_for(lambda: prefetcher.failures == 1)
+            assert prefetcher.ready_version is None and prefetcher.alive
+            plane.publish_weights(2, serialize(learner.policy_tensors(), version=2))
+            assert _wait_for(lambda: prefetcher.ready_version == 2)
+            taken = prefetcher.take()
+            assert taken is not None and taken.weights.version == 2 and taken.tier is None
+            published = learner.policy_tensors()
+            assert set(taken.weights.encoder) == {
+                k.removeprefix("encoder.") for k in published if k.startswith("encoder.")
+            }
+            assert prefetcher.take() is None  # taken once
+        finally:
+            prefetcher.close()
+        assert not prefetcher.alive
 
 
 class _Discard:
