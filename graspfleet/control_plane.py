@@ -70,14 +70,10 @@ class WeightNotifications:
         self.channel = channel
         self.pubsub: Any = None
 
-    def newest(self) -> int | None:
-        """The highest version announced since the last call, or None (never blocks)."""
-        return self.wait(0.0)
-
     def wait(self, timeout: float) -> int | None:
         """The highest version announced since the last call, waiting up to ``timeout`` seconds
-        for one when none is there; None when none came. A broken subscription counts as none
-        (after the timeout has passed) and is reopened by the next call."""
+        for one when none is there (0: not at all); None when none came. A broken subscription
+        counts as none (after the timeout has passed) and is reopened by the next call."""
         deadline = time.monotonic() + timeout
         try:
             if self.pubsub is None:

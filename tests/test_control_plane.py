@@ -125,32 +125,30 @@ def test_cli_status_reads_a_run(server: RedisServer, tmp_path) -> None:  # type:
 def test_new_versions_are_announced_and_a_broken_subscription_recovers(server: RedisServer) -> None:
     plane = ControlPlane(server.url, "notify")
     notices = plane.weight_notifications()
-    assert notices.newest() is None  # subscribes; nothing announced yet
+    assert notices.wait(0.0) is None  # subscribes; nothing announced yet
     before = time.time()
     plane.publish_weights(3, b"a")
     plane.publish_weights(4, b"b")
     deadline = time.monotonic() + 5
     reads: list[int] = []
     while (not reads or reads[-1] < 4) and time.monotonic() < deadline:
-        if (newest := notices.newest()) is not None:
+        if (newest := notices.wait(1.0)) is not None:
             reads.append(newest)
     # each read is the highest announced since the one before (both at once, or 3 then 4)
     assert reads in ([4], [3, 4])
-    assert notices.newest() is None
+    waited = time.monotonic()
+    assert notices.wait(0.2) is None and time.monotonic() - waited >= 0.2  # nothing new: waits it out
     published = plane.published_at()
     assert set(published) == {3, 4} and before - 1 < published[3] <= published[4] < time.time() + 1
     with pytest.raises(StaleWeights):
         plane.publish_weights(4, b"again")
-    assert notices.newest() is None  # a refused publish announces nothing
+    assert notices.wait(0.0) is None  # a refused publish announces nothing
     server.stop()
-    assert notices.newest() is None  # Redis gone: no notice, no exception
+    assert notices.wait(0.0) is None  # Redis gone: no notice, no exception
     server.start()
-    assert notices.newest() is None  # resubscribed
+    assert notices.wait(0.0) is None  # resubscribed
     plane.publish_weights(5, b"c")
-    deadline = time.monotonic() + 5
-    while (newest := notices.newest()) is None and time.monotonic() < deadline:
-        pass
-    assert newest == 5
+    assert notices.wait(5.0) == 5  # returns when it comes
 
 
 def test_actors_scale_and_stop_from_the_cli(server: RedisServer, tmp_path: Path) -> None:
