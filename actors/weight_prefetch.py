@@ -91,6 +91,11 @@ class WeightPrefetcher:
         ready = self._ready
         return None if ready is None else ready.weights.version
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread runs (until :meth:`close`: a failed fetch never ends it)."""
+        return self._thread.is_alive()
+
     def take(self) -> PrefetchedWeights | None:
         """The newest prefetched version not taken yet (and empty the holder)."""
         with self._lock:
@@ -123,7 +128,3 @@ class WeightPrefetcher:
         self._stop.set()
         self._thread.join(timeout)
         self.announcements.close()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()

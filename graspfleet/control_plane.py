@@ -58,7 +58,8 @@ return {1, version}
 
 
 class WeightNotifications:
-    """Push notice of new weight versions (Redis pub/sub), read without blocking or waited on.
+    """Push notice of new weight versions (Redis pub/sub), waited on with a timeout (0: a read that
+    never blocks).
 
     Pub/sub delivers at most once and drops messages while disconnected, so it only shortens the
     wait: actors still poll ``weights:latest`` every few steps, and a broken subscription is
