@@ -21,9 +21,11 @@ from actors.sim_actor import SimActor
 from graspfleet.config import from_mapping
 from graspfleet.control_plane import ControlPlane
 from graspfleet.sim.batch import OUTCOMES
+from graspfleet.spec import observation_spec
 from graspfleet.training import TrainConfig
 from learner.curriculum import EpisodeOutcome
 from replay.client import HashRing, ReplayWriter
+from replay.signature import grasp_signature
 
 
 class ActorMetrics:
@@ -133,6 +135,10 @@ class ActorWorker:
         # hashing each cell alone could put all of them (and a small run's whole data) on one shard
         shard_order = HashRing(shards).shards_from(actor_id)
         cells = itertools.count()
+        # the table signature follows from the config (the launcher checked the shards serve it), so
+        # building the writers asks no shard anything: an actor whose shard is down or slow to answer
+        # starts stepping, and its writers hold the chunks until the shard takes them
+        signature = grasp_signature(observation_spec(train.cell))
         self.actor = SimActor(
             actor_id,
             train.cell,
@@ -141,6 +147,7 @@ class ActorWorker:
             sink_factory=lambda name: ReplayWriter(
                 [shard_order[next(cells) % len(shard_order)]],
                 name,
+                signature=signature,
                 chunk_length=train.chunk_length,
                 max_pending_chunks=train.writer_max_pending_chunks,
                 max_retained_bytes=int(train.writer_max_retained_mb * 2**20),
@@ -231,6 +238,8 @@ class ActorWorker:
         the shards admit these last chunks past their rate limiters); returns the steps appended
         and the steps the shards accepted, which are then equal."""
         self.draining.set()
+        if self.actor.prefetcher is not None:
+            self.actor.prefetcher.close()
         for writer in self.writers:
             writer.close(timeout, drain=True)
         stats = [writer.stats() for writer in self.writers]

@@ -307,7 +307,8 @@ class ReplayWriter:
             return
         self._drain = True  # every stream from now on carries the drain flag
         try:
-            self._insert_stream([], self.timeout if timeout is None else timeout)  # announce it now
+            # announce it now; a shard that is restarting gets until the timeout to come back
+            self._insert_stream([], self.timeout if timeout is None else timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise _map_error(exc) from None
 
@@ -426,9 +427,13 @@ class ReplayWriter:
                 self._acknowledge(int(summary.accepted_sequence), int(summary.durable_sequence))
                 self._lock.notify_all()
 
-    def _insert_stream(self, messages: list[pb.TrajectoryChunk], timeout: float) -> pb.InsertSummary:
+    def _insert_stream(
+        self, messages: list[pb.TrajectoryChunk], timeout: float, wait_for_ready: bool = False
+    ) -> pb.InsertSummary:
         metadata = ((WRITER_ID_KEY, self.writer_id), *(((DRAIN_KEY, "1"),) if self._drain else ()))
-        return self._stub.InsertStream(iter(messages), timeout=timeout, metadata=metadata)
+        return self._stub.InsertStream(
+            iter(messages), timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready
+        )
 
     def _acknowledge(self, accepted: int, durable: int) -> None:
         """Apply a shard's view: move accepted chunks to retention, release durable ones, and

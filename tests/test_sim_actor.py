@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +14,24 @@ import torch
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
 from actors.sim_actor import SimActor
 from actors.weight_prefetch import WeightPrefetcher
+from actors.worker import ActorWorker
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
+from graspfleet.config import to_mapping
 from graspfleet.control_plane import ControlPlane
+from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
 from learner.sac import OBSERVATION_KEYS, SACLearner
 from learner.weights import serialize
-from replay.client import ReplaySampler, ReplayWriter
+from replay.client import ReplaySampler, ReplayWriter, shard_info
 from replay.config import ShardConfig
+from replay.process import ShardProcess
 from replay.server import ShardThread
 from replay.signature import grasp_signature
+
+from .conftest import small_train_config
 
 CELL = CellConfig()
 
@@ -186,6 +193,29 @@ def test_a_failed_prefetch_is_counted_and_the_next_announcement_is_fetched() -> 
         finally:
             prefetcher.close()
         assert not prefetcher.alive
+
+
+def test_an_actor_worker_starts_while_its_shard_is_down_and_streams_once_it_is_up(tmp_path: Path) -> None:
+    """Building an actor's writers asks its shard nothing: the actor steps while the shard is down
+    (a restart, a slow start), and every step reaches the shard once it listens."""
+    port = free_port()
+    learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
+    config = to_mapping(small_train_config(cells=2))
+    with RedisServer() as redis_server:
+        ControlPlane(redis_server.url, "late-shard").publish_weights(0, serialize(learner.policy_tensors(), 0))
+        worker = ActorWorker("actor-0", config, redis_server.url, "late-shard", [f"127.0.0.1:{port}"], seed=0)
+        shard = None
+        try:
+            assert worker.run(20)["env_steps"] == 40  # nothing listens on the port yet
+            assert all(writer.stats().accepted_steps == 0 for writer in worker.writers)
+            shard = ShardProcess(port, grasp_signature(observation_spec(CELL)), tmp_path, ["--capacity", "5000"])
+            worker.run(10)
+            closed = worker.close(timeout=60)
+            assert closed["accepted_steps"] == closed["appended_steps"] >= 60
+            assert shard_info(shard.address).size == closed["appended_steps"]
+        finally:
+            if shard is not None:
+                shard.stop()
 
 
 class _Discard:
