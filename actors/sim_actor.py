@@ -3,12 +3,13 @@
 :class:`SimActor` is a plain class (Ray makes it remote at the edge). Each ``step`` it encodes
 the batched observation, samples the policy, adds channel-matched exploration noise, sends the
 Cartesian actions through the safe action pipeline (in the actor runtime: a NaN becomes a counted
-hold), and streams every cell's step to replay through that cell's trajectory sink. Announced
-versions are fetched and decoded by a :class:`~actors.weight_prefetch.WeightPrefetcher` thread
-while the cells step, so the next step only installs them; every ``version_check_every`` steps it
-also asks the weight source for the latest version (one cheap read) and loads new weights only
-when the version changed, never unpickling. With a tier source it reads the curriculum's tier at
-each of those checks (the prefetcher with each version) and switches its cells to it
+hold), and streams every cell's step to replay through that cell's trajectory sink, stamped with
+the version that chose the action. Announced versions are fetched, decoded and installed by a
+:class:`~actors.weight_prefetch.WeightPrefetcher` thread while the cells step (:class:`ActingPolicy`
+swaps them in between two inferences); every ``version_check_every`` steps the actor also asks the
+weight source for the latest version (one cheap read) and loads new weights only when the version
+changed, never unpickling. With a tier source it reads the curriculum's tier at each of those
+checks (the prefetcher with each version) and switches its cells to it at its next step
 (:meth:`SimActor.set_tier`).
 Every finished episode's outcome is kept, stamped with its curriculum generation, for the
 learner's curriculum controller.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -26,7 +28,14 @@ import numpy as np
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
-from actors.weight_prefetch import BlockingAnnouncements, DecodedWeights, WeightPrefetcher, decode_policy_weights
+from actors.weight_prefetch import (
+    BlockingAnnouncements,
+    DecodedWeights,
+    TierSource,
+    WeightPrefetcher,
+    WeightSource,
+    decode_policy_weights,
+)
 from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
@@ -57,22 +66,6 @@ class TrajectorySink(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
 
-class WeightSource(Protocol):
-    """Where published weights come from (``graspfleet.control_plane.ControlPlane`` is one)."""
-
-    def latest_version(self) -> int: ...
-
-    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
-
-
-class TierSource(Protocol):
-    """Where the curriculum's current tier comes from (``graspfleet.control_plane.ControlPlane`` is one)."""
-
-    def curriculum_tier(self) -> tuple[str, int] | None:
-        """(tier name, generation), or None before the curriculum has set one."""
-        ...
-
-
 @dataclasses.dataclass
 class ActorStats:
     env_steps: int = 0
@@ -80,7 +73,6 @@ class ActorStats:
     outcomes: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     holds: int = 0
     out_of_bounds_proposed: int = 0
-    weight_updates: int = 0
 
 
 class PolicyCopy:
@@ -111,6 +103,52 @@ class PolicyCopy:
             out = self.policy(self.encoder(tensors))
             action = self.policy.squash(out.mean) if deterministic else out.action
         return action.numpy().astype(np.float64), float(-out.log_prob.mean())
+
+
+class ActingPolicy:
+    """The policy copy the cells act with, and a spare that new weights load into.
+
+    A version is loaded into the spare (by the prefetch thread, or by a step's poll) while the
+    cells may be acting, then swapped in between two inferences: it is in use from the swap on,
+    without waiting for the actor's next step — with eight actors sharing a core, a step boundary
+    can be hundreds of milliseconds away. Every swap is logged with its wall-clock time.
+    """
+
+    def __init__(self, cell: CellConfig, network: NetworkConfig, action: ActionConfig) -> None:
+        self._active = PolicyCopy(cell, network, action)
+        self._spare = PolicyCopy(cell, network, action)
+        self._acting = threading.Lock()
+        """Held by an inference and by a swap: no swap happens under an inference."""
+        self._installing = threading.Lock()
+        """Held by an install: one thread loads the spare at a time."""
+        self.installs = 0
+        """Versions swapped in."""
+        self.installed: collections.deque[tuple[int, float]] = collections.deque(maxlen=RECENT_LIMIT)
+        """(version, unix time) of each swap, for the weight-sync latency (its owner takes them)."""
+
+    @property
+    def version(self) -> int:
+        """The version the cells act with (−1 before the first install)."""
+        return self._active.version
+
+    def install(self, weights: DecodedWeights) -> bool:
+        """Load ``weights`` into the spare and swap it in, unless the version in use is as new;
+        returns whether it was swapped in. Safe beside :meth:`act` on another thread."""
+        with self._installing:
+            if weights.version <= self._active.version:
+                return False
+            self._spare.install(weights)
+            with self._acting:
+                self._active, self._spare = self._spare, self._active
+            self.installed.append((weights.version, time.time()))
+            self.installs += 1
+            return True
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> tuple[np.ndarray, float, int]:
+        """:meth:`PolicyCopy.act` on the copy in use, and the version that computed it."""
+        with self._acting:
+            actions, entropy = self._active.act(obs, deterministic)
+            return actions, entropy, self._active.version
 
 
 class SimActor:
@@ -152,34 +190,34 @@ class SimActor:
         """Outcomes of the episodes finished since :meth:`take_outcomes` last emptied it (the
         latest ``RECENT_LIMIT`` when nobody takes them)."""
         self._episode_steps = np.zeros(num_cells, dtype=np.int64)
-        self.policy = PolicyCopy(cell, network or NetworkConfig(), action or ActionConfig())
+        self.policy = ActingPolicy(cell, network or NetworkConfig(), action or ActionConfig())
         self.exploration = exploration or ExplorationConfig()
         self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
         self.sinks = [sink_factory(f"{actor_id}/{i}") for i in range(num_cells)]
         self._stamp_tier()
         self.weights = weights
         self.version_check_every = version_check_every
-        self.prefetcher = WeightPrefetcher(announcements, weights, tiers) if announcements is not None else None
+        self.prefetcher = (
+            WeightPrefetcher(announcements, weights, self.policy.install, tiers) if announcements is not None else None
+        )
         self.inference_seconds: collections.deque[float] = collections.deque(maxlen=RECENT_LIMIT)
         """Batched policy inference time of each recent step (the worker drains it into its metrics)."""
-        self.adoptions: list[tuple[int, float]] = []
-        """(version, unix time) of each weights load, for the weight-sync latency."""
+        self._stamped_version = -1
+        """The policy version the sinks stamp on the steps they take."""
         self.stats = ActorStats()
         self.last_entropy = self.exploration.entropy_high
         self._steps_since_check = version_check_every
         self.obs, _ = self.env.reset(seed=seed)
 
     def maybe_update_weights(self, force: bool = False) -> bool:
-        """Install prefetched weights newer than the running ones, or at a version check load the
-        latest weights if their version changed; returns whether the weights changed."""
+        """Switch to the curriculum tier the prefetch thread read with a version, and at a version
+        check load the latest weights if their version changed; returns whether this call
+        installed weights."""
         self._steps_since_check += 1
-        prefetched = self.prefetcher.take() if self.prefetcher is not None else None
-        if prefetched is not None and prefetched.weights.version > self.policy.version:
-            # the tier read with the blob, unless a version check has since seen a newer generation
-            if prefetched.tier is not None and prefetched.tier[1] >= self.generation:
-                self.set_tier(*prefetched.tier)
-            self._adopt(prefetched.weights)
-            return True
+        tier = self.prefetcher.take_tier() if self.prefetcher is not None else None
+        # the tier read with a blob, unless a version check has since seen a newer generation
+        if tier is not None and tier[1] >= self.generation:
+            self.set_tier(*tier)
         if not force and self._steps_since_check < self.version_check_every:
             return False
         self._steps_since_check = 0
@@ -193,15 +231,14 @@ class SimActor:
         fetched = self.weights.fetch_weights(latest)
         if fetched is None:
             return False
-        self._adopt(decode_policy_weights(fetched[1]))
-        return True
+        return self.policy.install(decode_policy_weights(fetched[1]))
 
-    def _adopt(self, weights: DecodedWeights) -> None:
-        self.policy.install(weights)
-        self.adoptions.append((self.policy.version, time.time()))
-        for sink in self.sinks:
-            sink.policy_version = self.policy.version
-        self.stats.weight_updates += 1
+    def take_adoptions(self) -> list[tuple[int, float]]:
+        """(version, unix time) of each version put in use since the last call, oldest first."""
+        taken = []
+        while self.policy.installed:
+            taken.append(self.policy.installed.popleft())
+        return taken
 
     def _stamp_tier(self) -> None:
         tier_index = TIER_ORDER.index(self.tier.name) if self.tier.name in TIER_ORDER else 0
@@ -244,8 +281,12 @@ class SimActor:
         # the seed's exploration: channel-matched noise on the policy's mean (a sample of the
         # squashed Gaussian on top of it kept wide twists: actors never succeeded)
         started = time.perf_counter()
-        actions, entropy = self.policy.act(self.obs, deterministic=True)
+        actions, entropy, version = self.policy.act(self.obs, deterministic=True)
         self.inference_seconds.append(time.perf_counter() - started)
+        if version != self._stamped_version:
+            for sink in self.sinks:
+                sink.policy_version = version
+            self._stamped_version = version
         self.last_entropy = entropy
         # noise can push a proposal out of the action box: store and send what is inside it
         actions = np.clip(

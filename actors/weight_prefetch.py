@@ -1,4 +1,4 @@
-"""Announced weights fetched and decoded beside the actor's stepping, so a step only installs them.
+"""Announced weights fetched, decoded and installed beside the actor's stepping.
 
 Adopting a version used to take the step that saw its announcement three control-plane round
 trips (the curriculum's tier, the latest version, the 1.5 MB blob) plus the decoding; with eight
@@ -6,25 +6,41 @@ actors sharing a core each of those waits for the scheduler, and in a measured r
 0–350 ms to the slowest actor's adoption on top of its wait for a step boundary.
 :class:`WeightPrefetcher` moves them to a thread: it blocks on the announcement channel, fetches
 the announced version, decodes it (safetensors, never unpickling) into the encoder's and the
-policy's state dicts, reads the curriculum's tier, and leaves the newest result in a one-slot
-holder that the actor's next step takes. A failed fetch (Redis away, the version already gone)
-is counted and leaves the holder as it was: the actor's periodic poll still finds the version.
+policy's state dicts and hands them to the actor's ``install`` (``actors.sim_actor.ActingPolicy``
+swaps them in between two inferences, without waiting for the next step). The curriculum's tier,
+read with the blob, waits in a one-slot holder for the actor's next step, which switches the
+cells. A failed fetch (Redis away, the version already gone) is counted: the actor's periodic
+poll still finds the version.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import torch
 
 from learner.weights import deserialize, split_policy_tensors
 
-if TYPE_CHECKING:
-    from actors.sim_actor import TierSource, WeightSource
-
 log = logging.getLogger(__name__)
+
+
+class WeightSource(Protocol):
+    """Where published weights come from (``graspfleet.control_plane.ControlPlane`` is one)."""
+
+    def latest_version(self) -> int: ...
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
+
+
+class TierSource(Protocol):
+    """Where the curriculum's current tier comes from (``graspfleet.control_plane.ControlPlane`` is one)."""
+
+    def curriculum_tier(self) -> tuple[str, int] | None:
+        """(tier name, generation), or None before the curriculum has set one."""
+        ...
 
 
 class BlockingAnnouncements(Protocol):
@@ -52,60 +68,53 @@ def decode_policy_weights(blob: bytes) -> DecodedWeights:
     return DecodedWeights(weights.version, encoder, policy)
 
 
-class PrefetchedWeights(NamedTuple):
-    weights: DecodedWeights
-    tier: tuple[str, int] | None
-    """The curriculum's (tier, generation) read right after the blob; None without a tier source."""
-
-
 class WeightPrefetcher:
-    """A daemon thread that turns announcements into decoded weights waiting for the next step."""
+    """A daemon thread that turns each announced version into the weights the actor acts with."""
 
     def __init__(
         self,
         announcements: BlockingAnnouncements,
         weights: WeightSource,
+        install: Callable[[DecodedWeights], object],
         tiers: TierSource | None = None,
         wait_seconds: float = 0.5,
         retry_seconds: float = 1.0,
     ) -> None:
-        """``wait_seconds``: longest block on the channel (how soon :meth:`close` is noticed);
-        ``retry_seconds``: pause after a failed fetch."""
+        """``install``: puts decoded weights in use (called on this thread; it ignores a version
+        no newer than the one in use); ``wait_seconds``: longest block on the channel (how soon
+        :meth:`close` is noticed); ``retry_seconds``: pause after a failed fetch."""
         self.announcements = announcements
         self.weights = weights
+        self.install = install
         self.tiers = tiers
         self.wait_seconds = wait_seconds
         self.retry_seconds = retry_seconds
         self.failures = 0
-        """Announced versions that could not be fetched or decoded."""
-        self._newest_fetched = -1
-        self._ready: PrefetchedWeights | None = None
+        """Announced versions that could not be fetched, decoded or installed."""
+        self.installed_version = -1
+        """The newest version handed to ``install``."""
+        self._tier: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="weight-prefetch", daemon=True)
         self._thread.start()
 
     @property
-    def ready_version(self) -> int | None:
-        """The version waiting to be taken, or None."""
-        ready = self._ready
-        return None if ready is None else ready.weights.version
-
-    @property
     def alive(self) -> bool:
         """Whether the thread runs (until :meth:`close`: a failed fetch never ends it)."""
         return self._thread.is_alive()
 
-    def take(self) -> PrefetchedWeights | None:
-        """The newest prefetched version not taken yet (and empty the holder)."""
+    def take_tier(self) -> tuple[str, int] | None:
+        """The curriculum's (tier, generation) read with the newest installed version, once (None
+        when none is waiting)."""
         with self._lock:
-            ready, self._ready = self._ready, None
-        return ready
+            tier, self._tier = self._tier, None
+        return tier
 
     def _run(self) -> None:
         while not self._stop.is_set():
             announced = self.announcements.wait(self.wait_seconds)
-            if announced is None or announced <= self._newest_fetched:
+            if announced is None or announced <= self.installed_version:
                 continue
             try:
                 fetched = self.weights.fetch_weights(announced)
@@ -113,15 +122,16 @@ class WeightPrefetcher:
                     continue  # already dropped from the registry: the poll finds the latest
                 decoded = decode_policy_weights(fetched[1])
                 tier = self.tiers.curriculum_tier() if self.tiers is not None else None
+                self.install(decoded)
             except Exception as error:  # a fetch must never end the thread: the poll still works
                 self.failures += 1
                 log.warning("prefetching weights version %d failed: %s", announced, error)
                 self._stop.wait(self.retry_seconds)
                 continue
-            self._newest_fetched = decoded.version
-            with self._lock:
-                if self._ready is None or decoded.version > self._ready.weights.version:
-                    self._ready = PrefetchedWeights(decoded, tier)
+            self.installed_version = decoded.version
+            if tier is not None:
+                with self._lock:
+                    self._tier = tier
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread (it finishes the fetch under way, if any) and the subscription."""

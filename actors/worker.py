@@ -181,7 +181,6 @@ class ActorWorker:
         stats = self.actor.stats
         env, episodes, successes = stats.env_steps, stats.episodes, stats.outcomes["success"]
         holds, out_of_bounds = stats.holds, stats.out_of_bounds_proposed
-        self.actor.adoptions.clear()
         for _ in range(steps):
             if self.draining.is_set():
                 break
@@ -212,7 +211,7 @@ class ActorWorker:
             "episodes": stats.episodes - episodes,
             "successes": stats.outcomes["success"] - successes,
             "weights_version": self.actor.policy.version,
-            "adoptions": self.actor.adoptions[:],
+            "adoptions": self.actor.take_adoptions(),
             "outcomes": [dataclasses.astuple(o) for o in outcomes],
             "pid": os.getpid(),
             "node": self.node,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
-from actors.sim_actor import SimActor
-from actors.weight_prefetch import WeightPrefetcher
+from actors.sim_actor import ActingPolicy, SimActor
+from actors.weight_prefetch import DecodedWeights, WeightPrefetcher, decode_policy_weights
 from actors.worker import ActorWorker
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
@@ -23,6 +23,7 @@ from graspfleet.ports import free_port
 from graspfleet.redis_server import RedisServer
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
+from learner.config import NetworkConfig
 from learner.sac import OBSERVATION_KEYS, SACLearner
 from learner.weights import serialize
 from replay.client import ReplaySampler, ReplayWriter, shard_info
@@ -31,7 +32,7 @@ from replay.process import ShardProcess
 from replay.server import ShardThread
 from replay.signature import grasp_signature
 
-from .conftest import small_train_config
+from .conftest import make_batch, small_train_config
 
 CELL = CellConfig()
 
@@ -83,7 +84,7 @@ def test_actor_streams_to_replay_and_adopts_new_weights() -> None:
                 p.data.add_(0.1)
             plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
             actor.run(30)
-            assert actor.policy.version == 1 and actor.stats.weight_updates == 2
+            assert actor.policy.version == 1 and actor.policy.installs == 2
             with ReplaySampler([shard.address], batch_size=256) as sampler:
                 batch = sampler.sample()
             assert {0, 1} <= set(batch.policy_versions.tolist())
@@ -120,22 +121,23 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     return condition()
 
 
-def test_announced_weights_are_fetched_beside_the_steps_and_installed_by_the_next_one() -> None:
-    """The step that adopts an announced version makes no control-plane call for it: the prefetch
-    thread fetched and decoded it while the actor was not stepping at all. A curriculum tier read
-    with the blob is applied with it, unless the actor has since seen a newer generation."""
+def test_announced_weights_are_fetched_and_swapped_in_beside_the_steps() -> None:
+    """An announced version is fetched, decoded and put in use by the prefetch thread while the
+    actor is not stepping at all; the next step stamps it on its trajectories and applies the
+    curriculum tier read with it, unless the actor has since seen a newer generation."""
     learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
     with RedisServer() as redis_server:
         plane = ControlPlane(redis_server.url, "prefetch")
         plane.publish_weights(0, serialize(learner.policy_tensors(), version=0))
         plane.set_curriculum("T0", 0, {})
         weights = _ThreadRecordingWeights(plane)
+        sink = _Discard()
         actor = SimActor(
             "actor-0",
             CELL,
             "T0",
             num_cells=1,
-            sink_factory=lambda name: _Discard(),
+            sink_factory=lambda name: sink,
             weights=weights,
             seed=0,
             version_check_every=10_000,  # polling alone would not see a new version in this test
@@ -144,52 +146,92 @@ def test_announced_weights_are_fetched_beside_the_steps_and_installed_by_the_nex
         )
         try:
             actor.step()  # the first step polls and loads version 0 itself
-            assert actor.policy.version == 0 and weights.fetched_by == ["MainThread"]
+            assert actor.policy.version == 0 and weights.fetched_by == ["MainThread"] and sink.policy_version == 0
             assert actor.prefetcher is not None
             assert _wait_for(lambda: actor.prefetcher.announcements.pubsub is not None)  # type: ignore[attr-defined]
             plane.set_curriculum("T1", 1, {})
             published = time.time()
             plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
-            assert _wait_for(lambda: actor.prefetcher.ready_version == 1)
+            assert _wait_for(lambda: actor.policy.version == 1)  # in use without a step
             assert weights.fetched_by == ["MainThread", "weight-prefetch"]
-            assert actor.policy.version == 0  # nothing installed until a step takes it
+            assert actor.tier.name == "T0" and sink.policy_version == 0  # the cells switch at a step
             actor.step()
-            assert actor.policy.version == 1 and actor.tier.name == "T1" and actor.generation == 1
+            assert actor.tier.name == "T1" and actor.generation == 1 and sink.policy_version == 1
             assert weights.fetched_by == ["MainThread", "weight-prefetch"]  # the step fetched nothing
-            assert [v for v, _ in actor.adoptions] == [0, 1]  # logged for the weight-sync latency
-            assert published <= actor.adoptions[-1][1] <= time.time()
+            adoptions = actor.take_adoptions()  # logged for the weight-sync latency
+            assert [v for v, _ in adoptions] == [0, 1] and published <= adoptions[-1][1] <= time.time()
+            assert actor.take_adoptions() == []  # taken once
 
             # a tier read with an older generation than the actor's does not switch it back
             plane.publish_weights(2, serialize(learner.policy_tensors(), version=2))
-            assert _wait_for(lambda: actor.prefetcher.ready_version == 2)
+            assert _wait_for(lambda: actor.policy.version == 2)
             actor.set_tier("T2", 2)  # as a version check reading a newer curriculum would
             actor.step()
-            assert actor.policy.version == 2 and actor.tier.name == "T2" and actor.generation == 2
+            assert actor.tier.name == "T2" and actor.generation == 2 and sink.policy_version == 2
         finally:
             actor.close()
         assert not actor.prefetcher.alive
 
 
-def test_a_failed_prefetch_is_counted_and_the_next_announcement_is_fetched() -> None:
+def _seeded_learner(seed: int) -> SACLearner:
+    torch.manual_seed(seed)
+    return SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
+
+
+def test_an_act_reports_the_version_that_computed_it_while_another_thread_installs() -> None:
+    """Versions swapped in back to back from another thread never change the policy under an
+    inference: every act's actions are those of the version it reports."""
+    even, odd = (decode_policy_weights(serialize(_seeded_learner(seed).policy_tensors(), version=0)) for seed in (0, 1))
+    policy = ActingPolicy(CELL, NetworkConfig(), ActionConfig())
+    policy.install(even)
+    obs = make_batch(cells=4).reset(seed=0)[0]
+    expected = [policy.act(obs, deterministic=True)[0]]
+    policy.install(odd._replace(version=1))
+    expected.append(policy.act(obs, deterministic=True)[0])
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
+    stop = threading.Event()
+
+    def install_back_to_back() -> None:
+        version = 2
+        while not stop.is_set():
+            policy.install((odd if version % 2 else even)._replace(version=version))
+            version += 1
+
+    installer = threading.Thread(target=install_back_to_back)
+    installer.start()
+    try:
+        seen = set()
+        for _ in range(200):
+            actions, _, version = policy.act(obs, deterministic=True)
+            np.testing.assert_allclose(actions, expected[version % 2], atol=1e-6)
+            seen.add(version)
+    finally:
+        stop.set()
+        installer.join()
+    assert len(seen) > 10  # the installs really ran between the acts
+    assert policy.installs == policy.version + 1
+
+
+def test_a_failed_prefetch_is_counted_and_the_next_announcement_is_installed() -> None:
     with RedisServer() as redis_server:
         plane = ControlPlane(redis_server.url, "prefetch-failure")
         learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
         weights = _ThreadRecordingWeights(plane, failures=1)
-        prefetcher = WeightPrefetcher(plane.weight_notifications(), weights, retry_seconds=0.05)
+        installed: list[DecodedWeights] = []
+        prefetcher = WeightPrefetcher(plane.weight_notifications(), weights, installed.append, retry_seconds=0.05)
         try:
             assert _wait_for(lambda: prefetcher.announcements.pubsub is not None)  # type: ignore[attr-defined]
             plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
             assert _wait_for(lambda: prefetcher.failures == 1)
-            assert prefetcher.ready_version is None and prefetcher.alive
+            assert installed == [] and prefetcher.installed_version == -1 and prefetcher.alive
             plane.publish_weights(2, serialize(learner.policy_tensors(), version=2))
-            assert _wait_for(lambda: prefetcher.ready_version == 2)
-            taken = prefetcher.take()
-            assert taken is not None and taken.weights.version == 2 and taken.tier is None
+            assert _wait_for(lambda: prefetcher.installed_version == 2)
+            assert [w.version for w in installed] == [2]
             published = learner.policy_tensors()
-            assert set(taken.weights.encoder) == {
+            assert set(installed[0].encoder) == {
                 k.removeprefix("encoder.") for k in published if k.startswith("encoder.")
             }
-            assert prefetcher.take() is None  # taken once
+            assert prefetcher.take_tier() is None  # no tier source
         finally:
             prefetcher.close()
         assert not prefetcher.alive
