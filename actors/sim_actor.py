@@ -89,9 +89,13 @@ class PolicyCopy:
         return self.install(decode_policy_weights(blob))
 
     def install(self, weights: DecodedWeights) -> int:
-        """Load decoded weights (strict: every key must match); returns their version."""
-        self.encoder.load_state_dict(weights.encoder)
-        self.policy.load_state_dict(weights.policy)
+        """Take decoded weights as the modules' parameters (strict: every key must match; the
+        tensors are assigned, not copied — a decoded set is the copy's own); returns their version."""
+        # copying them in (load_state_dict's default) is one GIL-releasing tensor op per parameter,
+        # each waiting to take the GIL back from the stepping thread: 47 ms beside a busy thread,
+        # against 1 ms assigned
+        self.encoder.load_state_dict(weights.encoder, assign=True)
+        self.policy.load_state_dict(weights.policy, assign=True)
         self.version = weights.version
         return weights.version
 
@@ -106,25 +110,33 @@ class PolicyCopy:
 
 
 class ActingPolicy:
-    """The policy copy the cells act with, and a spare that new weights load into.
+    """The policy copy the cells act with, and spares that new weights load into.
 
-    A version is loaded into the spare (by the prefetch thread, or by a step's poll) while the
-    cells may be acting, then swapped in between two inferences: it is in use from the swap on,
-    without waiting for the actor's next step — with eight actors sharing a core, a step boundary
-    can be hundreds of milliseconds away. Every swap is logged with its wall-clock time.
+    A version is loaded into a spare (by the prefetch thread, or by a step's poll) while the cells
+    may be acting, and is in use from the moment it is made the active copy — the next inference
+    takes it, without waiting for the actor's next step (with eight actors sharing a core, a step
+    boundary can be hundreds of milliseconds away). Nothing waits for an inference: one thread
+    acts, and of three copies at most two are busy (the active one and the one an inference under
+    way took), so an install always finds a free one. Every version made active is logged with its
+    wall-clock time.
     """
 
+    COPIES = 3
+
     def __init__(self, cell: CellConfig, network: NetworkConfig, action: ActionConfig) -> None:
-        self._active = PolicyCopy(cell, network, action)
-        self._spare = PolicyCopy(cell, network, action)
-        self._acting = threading.Lock()
-        """Held by an inference and by a swap: no swap happens under an inference."""
+        self._copies = [PolicyCopy(cell, network, action) for _ in range(self.COPIES)]
+        self._active = self._copies[0]
+        self._acting_with: PolicyCopy | None = None
+        """The copy the inference under way took (None between inferences)."""
+        self._pointers = threading.Lock()
+        """Guards choosing a copy (``_active``, ``_acting_with``); never held while computing."""
         self._installing = threading.Lock()
-        """Held by an install: one thread loads the spare at a time."""
+        """Held by an install: one thread loads a spare at a time."""
         self.installs = 0
-        """Versions swapped in."""
+        """Versions made active."""
         self.installed: collections.deque[tuple[int, float]] = collections.deque(maxlen=RECENT_LIMIT)
-        """(version, unix time) of each swap, for the weight-sync latency (its owner takes them)."""
+        """(version, unix time) of each version made active, for the weight-sync latency (its owner
+        takes them)."""
 
     @property
     def version(self) -> int:
@@ -132,23 +144,31 @@ class ActingPolicy:
         return self._active.version
 
     def install(self, weights: DecodedWeights) -> bool:
-        """Load ``weights`` into the spare and swap it in, unless the version in use is as new;
-        returns whether it was swapped in. Safe beside :meth:`act` on another thread."""
+        """Load ``weights`` into a copy no inference uses and make it the active one, unless the
+        version in use is as new; returns whether it was made active. Safe beside :meth:`act` on
+        another thread (one thread acts)."""
         with self._installing:
             if weights.version <= self._active.version:
                 return False
-            self._spare.install(weights)
-            with self._acting:
-                self._active, self._spare = self._spare, self._active
+            with self._pointers:
+                spare = next(c for c in self._copies if c is not self._active and c is not self._acting_with)
+            # no inference can take the spare before it is active: it is free while it loads
+            spare.install(weights)
+            with self._pointers:
+                self._active = spare
             self.installed.append((weights.version, time.time()))
             self.installs += 1
             return True
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> tuple[np.ndarray, float, int]:
-        """:meth:`PolicyCopy.act` on the copy in use, and the version that computed it."""
-        with self._acting:
-            actions, entropy = self._active.act(obs, deterministic)
-            return actions, entropy, self._active.version
+        """:meth:`PolicyCopy.act` on the active copy, and the version that computed it."""
+        with self._pointers:
+            policy = self._acting_with = self._active
+        try:
+            actions, entropy = policy.act(obs, deterministic)
+        finally:
+            self._acting_with = None
+        return actions, entropy, policy.version
 
 
 class SimActor:

@@ -45,6 +45,11 @@ T = TypeVar("T")
 SHARD_HEARTBEAT_MAX_AGE = 30.0
 """Seconds after its last heartbeat that a replay shard counts as down."""
 
+REPLY_READ_BYTES = 2**20
+"""Bytes the client reads from its socket at a time (redis-py's default: 64 KiB). A 1.5 MB weights
+blob took 23 reads, each giving up the GIL and waiting to take it back from a busy thread (an
+actor's stepping): 72 ms a fetch beside one, against 16 ms with 1 MiB reads."""
+
 _PUBLISH = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local version = tonumber(ARGV[1])
@@ -125,7 +130,10 @@ class ControlPlane:
         self.prefix = f"graspfleet:{run}:"
         # redis-py's return annotations mix in its async client's; treat replies as plain values.
         self.client: Any = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            socket_read_size=REPLY_READ_BYTES,
         )
         self.retries = retries
         self.backoff = backoff

@@ -179,31 +179,32 @@ def _seeded_learner(seed: int) -> SACLearner:
 
 
 def test_an_act_reports_the_version_that_computed_it_while_another_thread_installs() -> None:
-    """Versions swapped in back to back from another thread never change the policy under an
-    inference: every act's actions are those of the version it reports."""
-    even, odd = (decode_policy_weights(serialize(_seeded_learner(seed).policy_tensors(), version=0)) for seed in (0, 1))
+    """Versions made active back to back from another thread never change the policy under an
+    inference: every act's actions are those of the version it reports. Three distinct weight sets
+    take turns (version mod 3), so a copy reloaded under an inference shows."""
+    sets = [decode_policy_weights(serialize(_seeded_learner(seed).policy_tensors(), version=0)) for seed in range(3)]
     policy = ActingPolicy(CELL, NetworkConfig(), ActionConfig())
-    policy.install(even)
     obs = make_batch(cells=4).reset(seed=0)[0]
-    expected = [policy.act(obs, deterministic=True)[0]]
-    policy.install(odd._replace(version=1))
-    expected.append(policy.act(obs, deterministic=True)[0])
-    assert np.abs(expected[0] - expected[1]).max() > 1e-3
+    expected = []
+    for version, weights in enumerate(sets):
+        policy.install(weights._replace(version=version))
+        expected.append(policy.act(obs, deterministic=True)[0])
+    assert min(np.abs(expected[i] - expected[i - 1]).max() for i in range(3)) > 1e-3
     stop = threading.Event()
 
     def install_back_to_back() -> None:
-        version = 2
+        version = 3
         while not stop.is_set():
-            policy.install((odd if version % 2 else even)._replace(version=version))
+            policy.install(sets[version % 3]._replace(version=version))
             version += 1
 
     installer = threading.Thread(target=install_back_to_back)
     installer.start()
     try:
         seen = set()
-        for _ in range(200):
+        for _ in range(150):
             actions, _, version = policy.act(obs, deterministic=True)
-            np.testing.assert_allclose(actions, expected[version % 2], atol=1e-6)
+            np.testing.assert_allclose(actions, expected[version % 3], atol=1e-6)
             seen.add(version)
     finally:
         stop.set()
@@ -242,10 +243,10 @@ def test_an_actor_worker_starts_while_its_shard_is_down_and_streams_once_it_is_u
     (a restart, a slow start), and every step reaches the shard once it listens."""
     port = free_port()
     learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
-    config = to_mapping(small_train_config(cells=2))
+    train = small_train_config(cells=2)
     with RedisServer() as redis_server:
         ControlPlane(redis_server.url, "late-shard").publish_weights(0, serialize(learner.policy_tensors(), 0))
-        worker = ActorWorker("actor-0", config, redis_server.url, "late-shard", [f"127.0.0.1:{port}"], seed=0)
+        worker = ActorWorker("actor-0", to_mapping(train), redis_server.url, "late-shard", [f"127.0.0.1:{port}"], 0)
         shard = None
         try:
             assert worker.run(20)["env_steps"] == 40  # nothing listens on the port yet
