@@ -17,8 +17,9 @@ Measured in one run, on this machine, one after another (nothing else running):
    per second that reached replay, learner updates per second, weight-sync latency (a version's
    publication until every actor runs it, p50/p99), and the cores each role kept busy (CPU
    time from ``/proc``: learner, actors, shards, Redis, Ray's daemons); once with the learner on
-   the cores its actors leave it (``train.learner_threads``' default on one machine) and once on
-   every core;
+   the cores its actors leave it (``train.learner_threads``' default on one machine), once on
+   every core, and once with the same cells in ``--compact-actors`` actor processes (32 cells as
+   2 × 16 rather than 8 × 4: fewer processes time-slicing a core, inference batched wider);
 5. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
    ``FlattenObservations`` env-to-module connector, default SAC networks, batch 256, one local
    env runner: environment steps and updates per second.
@@ -329,6 +330,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--actors", type=int, default=8)
     parser.add_argument("--cells", type=int, default=4, help="grasp cells per actor")
+    parser.add_argument(
+        "--compact-actors",
+        type=int,
+        default=2,
+        help="actor processes of the run with the same cells in fewer (0: skip)",
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time of each part")
     parser.add_argument("--warmup", type=float, default=30.0, help="distributed run: seconds before measuring")
     parser.add_argument(
@@ -386,6 +393,23 @@ def main() -> None:
     every_core = graspfleet_figures(dataclasses.replace(config, learner_threads=cores), args.seconds, args.warmup)
     print(f"graspfleet (learner on every core): {every_core}", flush=True)
     every_core_cores = every_core.pop("cores_used")
+    compact: dict[str, Any] = {}
+    if args.compact_actors:
+        cells = args.actors * args.cells // args.compact_actors
+        compact = graspfleet_figures(
+            dataclasses.replace(config, actors=args.compact_actors, cells=cells), args.seconds, args.warmup
+        )
+        print(f"graspfleet ({args.compact_actors} actors x {cells} cells): {compact}", flush=True)
+        compact_cores = compact.pop("cores_used")
+        compact_per_actor_core = compact["ingest_env_steps_per_s"] / compact_cores["actors"]
+        compact = {
+            "actors": args.compact_actors,
+            "cells_per_actor": cells,
+            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in compact.items()},
+            "cores_used": {role: round(v, 3) for role, v in compact_cores.items()},
+            "ingest_env_steps_per_actor_core": round(compact_per_actor_core, 1),
+            "ingest_per_actor_core_vs_bare": round(compact_per_actor_core / bare, 3),
+        }
     rllib = rllib_figures(config, args.seconds)
     print(f"RLlib SAC: {rllib}", flush=True)
     ingest = fleet["ingest_env_steps_per_s"]
@@ -435,6 +459,7 @@ def main() -> None:
                     ),
                     "updates_vs_plain": round(every_core["learner_updates_per_s"] / plain, 3),
                 },
+                **({"same_cells_in_fewer_actors": compact} if compact else {}),
             }
         )
     )
