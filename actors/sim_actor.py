@@ -229,7 +229,7 @@ class SimActor:
         self._steps_since_check = version_check_every
         self.obs, _ = self.env.reset(seed=seed)
 
-    def maybe_update_weights(self, force: bool = False) -> bool:
+    def maybe_update_weights(self) -> bool:
         """Switch to the curriculum tier the prefetch thread read with a version, and at a version
         check load the latest weights if their version changed; returns whether this call
         installed weights."""
@@ -238,7 +238,7 @@ class SimActor:
         # the tier read with a blob, unless a version check has since seen a newer generation
         if tier is not None and tier[1] >= self.generation:
             self.set_tier(*tier)
-        if not force and self._steps_since_check < self.version_check_every:
+        if self._steps_since_check < self.version_check_every:
             return False
         self._steps_since_check = 0
         if self.tiers is not None:
