@@ -142,14 +142,13 @@ def test_slowdown_scales_the_next_joint_steps() -> None:
 
 def test_a_command_below_the_table_is_unreachable_and_held() -> None:
     pipeline = SafeActionPipeline(CELL, ActionConfig(), 1)
-    low_pose = pipeline.kinematics.tcp_pose(HOME)
-    target = low_pose.copy()
-    target[2, 3] = 0.02
-    q_low, _ = pipeline.kinematics.solve(target, HOME, iterations=50, clip_to_limits=True)
-    pipeline.reset(np.array([True]), q_low[None])
-    step = pipeline(np.array([[0.0, 0.0, -0.03, 0.0, 0.0, 0.0, 0.05, 10.0]]), q_low[None])
+    target = pipeline.kinematics.tcp_pose(HOME[None])
+    target[0, 2, 3] = 0.02
+    q_low, _ = pipeline.kinematics.solve(target, HOME[None], iterations=50, clip_to_limits=True)
+    pipeline.reset(np.array([True]), q_low)
+    step = pipeline(np.array([[0.0, 0.0, -0.03, 0.0, 0.0, 0.0, 0.05, 10.0]]), q_low)
     assert step.unreachable[0] and step.held[0]
-    np.testing.assert_allclose(step.joint_action[0, :6], q_low)
+    np.testing.assert_allclose(step.joint_action[0, :6], q_low[0])
 
 
 def test_the_cache_holds_when_the_next_cycle_would_breach_a_limit() -> None:
@@ -233,3 +232,121 @@ def test_one_ik_iteration_is_the_damped_least_squares_step() -> None:
             kinematics.model, kinematics.data, kinematics.index, target[:3, 3], target[:3, :3], q0, 1, 0.05, 0.3, False
         )
         np.testing.assert_allclose(q1, expected, atol=1e-9)
+
+
+def _random_targets(rng: np.random.Generator, poses: np.ndarray, max_angle: float) -> np.ndarray:
+    """Targets a twist away from ``poses``: translations up to a few centimetres, rotations of
+    any direction with angles spread up to ``max_angle``."""
+    from graspfleet.geometry import se3
+
+    n = len(poses)
+    axes = rng.normal(size=(n, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    twists = np.concatenate([rng.normal(size=(n, 3)) * 0.02, axes * rng.uniform(0.0, max_angle, (n, 1))], axis=1)
+    return se3.apply_twist_at_point(twists, poses)
+
+
+def test_batch_kinematics_match_mujoco_for_every_cell() -> None:
+    """The pipeline's NumPy chain gives MuJoCo's TCP pose and Jacobian, singular and limit
+    configurations among them, for a batch at once."""
+    from graspfleet.sim.kinematics import ArmKinematics
+
+    reference = ArmKinematics(CELL)
+    rng = np.random.default_rng(3)
+    q = rng.uniform(LOW, HIGH, size=(200, 6))
+    q[:20, 2] = 0.0  # elbow straight
+    q[20:40, 4] = 0.0  # wrist axes aligned
+    q[40:60] = np.where(rng.random((20, 6)) < 0.5, LOW, HIGH)
+    poses, jacobians = PIPELINE.kinematics.tcp_pose_and_jacobian(q)
+    for i in range(len(q)):
+        pose, jacobian = reference.tcp_pose_and_jacobian(q[i])
+        np.testing.assert_allclose(poses[i], pose, atol=1e-12)
+        np.testing.assert_allclose(jacobians[i], jacobian, atol=1e-12)
+
+
+@pytest.mark.parametrize("clip_to_limits", [False, True])
+def test_batch_ik_takes_mujocos_iterates(clip_to_limits: bool) -> None:
+    """The batched DLS IK ends where the per-cell MuJoCo IK does, with the same remaining error,
+    for rotation errors up to near π (past π/2 its rotation error takes the quaternion route)."""
+    from graspfleet.sim.kinematics import ArmKinematics
+
+    reference = ArmKinematics(CELL)
+    rng = np.random.default_rng(4)
+    q = rng.uniform(LOW, HIGH, size=(120, 6)) * 0.8
+    targets = _random_targets(rng, PIPELINE.kinematics.tcp_pose(q), max_angle=3.1)
+    solved, errors = PIPELINE.kinematics.solve(targets, q, 5, 0.05, 0.3, clip_to_limits)
+    for i in range(len(q)):
+        expected, error = reference.solve(targets[i], q[i], 5, 0.05, 0.3, clip_to_limits)
+        np.testing.assert_allclose(solved[i], expected, atol=1e-9)
+        assert errors[i] == pytest.approx(error, abs=1e-9)
+
+
+def test_every_pose_command_is_the_pose_of_the_joint_command_sent() -> None:
+    """In a batch where some cells hold and others move, each cell's pose command is the TCP pose
+    (MuJoCo's) of its own joint command: the held cells' that of the command they hold, not that
+    of the measured joints."""
+    from graspfleet.sim.kinematics import ArmKinematics
+
+    reference = ArmKinematics(CELL)
+    pipeline = SafeActionPipeline(CELL, ActionConfig(), 6)
+    joints = np.tile(HOME, (6, 1))
+    pipeline.reset(np.ones(6, dtype=bool), joints)
+    moves = np.tile([0.01, 0.0, 0.0, 0.0, 0.0, 0.1, 0.05, 10.0], (6, 1))
+    pipeline(moves, joints)
+    moves[[1, 4]] = np.nan  # these two hold the first step's command; the arms have not moved yet
+    step = pipeline(moves, joints, strict=False)
+    assert step.held.tolist() == [False, True, False, False, True, False]
+    assert not np.allclose(step.joint_action[1, :6], HOME)
+    for i in range(6):
+        pose = reference.tcp_pose(step.joint_action[i, :6])
+        np.testing.assert_allclose(step.pose_command[i, :3], pose[:3, 3], atol=1e-12)
+        np.testing.assert_allclose(np.abs(step.pose_command[i, 3:] @ _quaternion_xyzw(pose[:3, :3])), 1.0, atol=1e-12)
+    assert not np.allclose(step.joint_action[0, :6], HOME)
+
+
+def _quaternion_xyzw(rotation: np.ndarray) -> np.ndarray:
+    from graspfleet.geometry import se3
+
+    return se3.matrix_to_quaternion(rotation)
+
+
+def test_rotation_errors_keep_their_axis_up_to_pi() -> None:
+    """The IK's rotation error is the rotation vector between the poses, small angles and angles a
+    hair below π (where the matrix's skew part is only rounding) alike."""
+    from graspfleet.geometry import se3
+    from graspfleet.sim.kinematics import rotation_error
+
+    rng = np.random.default_rng(5)
+    axes = rng.normal(size=(64, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate([np.geomspace(1e-9, 0.3, 32), math.pi - np.geomspace(1e-9, 1.0, 32)])
+    current = se3.so3_exp(rng.normal(size=(64, 3)))
+    target = se3.so3_exp(axes * angles[:, None]) @ current
+    np.testing.assert_allclose(rotation_error(target, current), axes * angles[:, None], atol=1e-12)
+
+
+def test_the_torch_chain_is_mujocos_arm_and_its_penalty_is_zero_where_the_pipeline_passes() -> None:
+    """The learner-side kinematics agree with MuJoCo's, and the reachability penalty is positive
+    exactly for commands the pipeline would find unreachable (outside the workspace or σ_min too small)."""
+    import torch
+
+    from graspfleet.actions.ik_torch import TorchArmKinematics
+    from graspfleet.sim.kinematics import ArmKinematics
+
+    reference = ArmKinematics(CELL)
+    arm = TorchArmKinematics(CELL)
+    config = ActionConfig()
+    rng = np.random.default_rng(6)
+    q = np.clip(HOME + rng.normal(size=(100, 6)) * 0.5, LOW, HIGH)
+    q[:10, 2] = 0.0  # elbow straight: σ_min ≈ 0
+    poses, jacobians = arm.jacobian(torch.as_tensor(q))
+    penalty = arm.reachability_penalty(torch.as_tensor(q), config).numpy()
+    for i in range(len(q)):
+        pose, jacobian = reference.tcp_pose_and_jacobian(q[i])
+        np.testing.assert_allclose(poses[i].numpy(), pose, atol=1e-12)
+        np.testing.assert_allclose(jacobians[i].numpy(), jacobian, atol=1e-12)
+        bounds = (config.workspace_x, config.workspace_y, config.workspace_z)
+        inside = all(b.low <= pose[axis, 3] <= b.high for axis, b in enumerate(bounds))
+        passes = inside and np.linalg.svd(jacobian, compute_uv=False)[-1] > config.min_singular_value
+        assert (penalty[i] == 0.0) == passes
+    assert 10 <= (penalty > 0).sum() <= 90  # both sides of the boundary are exercised

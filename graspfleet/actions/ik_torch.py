@@ -1,34 +1,21 @@
 """Differentiable arm kinematics and damped-least-squares IK in PyTorch, for the learner.
 
-The chain is read from the grasp cell's MuJoCo model (body offsets, joint axes, the TCP site),
-so it is the same arm the actors drive. Everything is batched and differentiable: the learner
-back-propagates through IK and through :meth:`TorchArmKinematics.reachability_penalty` so the
-policy learns to avoid unreachable or near-singular regions (seed section 5, layer 2).
+The chain is the grasp cell's :class:`~graspfleet.sim.kinematics.ArmChain`, read from its MuJoCo
+model, so it is the same arm the actors drive. Everything is batched and differentiable, so a loss
+can back-propagate through IK and through :meth:`TorchArmKinematics.reachability_penalty` to teach
+the policy to avoid unreachable or near-singular regions (seed section 5, layer 2). The SAC update
+does not use it yet: its actions are Cartesian and the pipeline holds what it cannot reach.
 """
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 import torch
 
 from graspfleet.actions.config import ActionConfig
 from graspfleet.geometry import se3_torch as lie
 from graspfleet.sim.config import CellConfig
-from graspfleet.sim.model import ARM_JOINTS, TCP_SITE, CellIndex, cell_xml
-
-
-def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    out = np.zeros(9)
-    mujoco.mju_quat2Mat(out, np.asarray(q, dtype=np.float64))
-    return out.reshape(3, 3)
-
-
-def _fixed_transform(pos: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
-    pose = np.eye(4)
-    pose[:3, :3] = _quat_wxyz_to_matrix(quat_wxyz)
-    pose[:3, 3] = pos
-    return pose
+from graspfleet.sim.kinematics import ArmChain
 
 
 class TorchArmKinematics:
@@ -37,33 +24,18 @@ class TorchArmKinematics:
     def __init__(
         self, cell: CellConfig, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
     ) -> None:
-        model = mujoco.MjSpec.from_string(cell_xml(cell, 1)).compile()
-        index = CellIndex.build(model, 1)
-        joint_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in ARM_JOINTS]
-        bodies = [int(model.jnt_bodyid[j]) for j in joint_ids]
-        # world → parent of the first jointed body (static bodies of the base)
-        root = np.eye(4)
-        chain = []
-        b = int(model.body_parentid[bodies[0]])
-        while b != 0:
-            chain.append(b)
-            b = int(model.body_parentid[b])
-        for b in reversed(chain):
-            root = root @ _fixed_transform(model.body_pos[b], model.body_quat[b])
-        offsets = [_fixed_transform(model.body_pos[b], model.body_quat[b]) for b in bodies]
-        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, TCP_SITE)
-        tcp = _fixed_transform(model.site_pos[site], model.site_quat[site])
+        chain = ArmChain.from_cell(cell)
 
         def tensor(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 
-        self.root = tensor(root)
-        self.offsets = tensor(np.stack(offsets))
-        self.axes = tensor(model.jnt_axis[joint_ids])
-        self.anchors = tensor(model.jnt_pos[joint_ids])
-        self.tcp_offset = tensor(tcp)
-        self.joint_low = tensor(index.joint_low)
-        self.joint_high = tensor(index.joint_high)
+        self.root = tensor(chain.root)
+        self.offsets = tensor(chain.offsets)
+        self.axes = tensor(chain.axes)
+        self.anchors = tensor(chain.anchors)
+        self.tcp_offset = tensor(chain.tcp)
+        self.joint_low = tensor(chain.joint_low)
+        self.joint_high = tensor(chain.joint_high)
         self.dtype = dtype
 
     def frames(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,8 +23,9 @@ per jaw (N), becomes a joint command in these stages:
 8. **pose command**: the TCP pose the final joint command realizes, as ROS position + quaternion
    ``(x, y, z, w)`` whose sign is locked to the previous command (q and −q never alternate).
 
-Every stage is vectorized over cells except IK and the reachability check, which run on the
-arm's kinematics per cell.
+Every stage is vectorized over cells, IK and the reachability check included
+(:class:`~graspfleet.sim.kinematics.BatchArmKinematics`: the arm's chain from the MuJoCo model,
+held to MuJoCo's kinematics by tests).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 from graspfleet.actions.config import ActionConfig
 from graspfleet.geometry import se3
 from graspfleet.sim.config import CellConfig
-from graspfleet.sim.kinematics import ArmKinematics
+from graspfleet.sim.kinematics import ArmChain, BatchArmKinematics
 
 CARTESIAN_FIELDS: Final = ("rho_x", "rho_y", "rho_z", "omega_x", "omega_y", "omega_z", "gripper_width", "grip_force")
 """Layout of a Cartesian action: twist (m, rad per control step), width (m), force per jaw (N)."""
@@ -87,7 +88,7 @@ class SafeActionPipeline:
         self.cell = cell
         self.config = config
         self.num_cells = num_cells
-        self.kinematics = ArmKinematics(cell)
+        self.kinematics = BatchArmKinematics(ArmChain.from_cell(cell))
         self.low = self.kinematics.joint_low
         self.high = self.kinematics.joint_high
         self.previous = np.zeros((num_cells, 8))
@@ -158,13 +159,11 @@ class SafeActionPipeline:
         force = np.clip(act[:, 7], 0.0, gripper.max_force)
         out_of_bounds = (rho_scale < 1.0) | (omega_scale < 1.0) | (width != act[:, 6]) | (force != act[:, 7])
 
-        # 3.–4. target pose and unconstrained IK, per cell
-        targets = se3.apply_twist_at_point(twist, np.stack([self.kinematics.tcp_pose(q) for q in q_now]))
-        proposal = np.empty((n, 6))
-        for i in range(n):
-            proposal[i], _ = self.kinematics.solve(
-                targets[i], q_now[i], cfg.ik_iterations, cfg.ik_damping, cfg.ik_rotation_weight, clip_to_limits=False
-            )
+        # 3.–4. target pose and unconstrained IK
+        targets = se3.apply_twist_at_point(twist, self.kinematics.tcp_pose(q_now))
+        proposal, _ = self.kinematics.solve(
+            targets, q_now, cfg.ik_iterations, cfg.ik_damping, cfg.ik_rotation_weight, clip_to_limits=False
+        )
         outside_limits = np.any((proposal < self.low) | (proposal > self.high), axis=1) & ~nonfinite
 
         # 5. normalized joint increment through the joint-limit matrix
@@ -181,10 +180,7 @@ class SafeActionPipeline:
 
         # 6. reachability of the command
         checked = np.flatnonzero(~nonfinite)
-        command_poses = np.empty((n, 4, 4))
-        jacobians = np.empty((n, 6, 6))
-        for i in map(int, checked):
-            command_poses[i], jacobians[i] = self.kinematics.tcp_pose_and_jacobian(command[i])
+        command_poses, jacobians = self.kinematics.tcp_pose_and_jacobian(command)
         positions = command_poses[checked, :3, 3]
         inside = np.ones(len(checked), dtype=bool)
         for axis, bounds in enumerate((cfg.workspace_x, cfg.workspace_y, cfg.workspace_z)):
@@ -210,9 +206,9 @@ class SafeActionPipeline:
         self.previous = joint_action.copy()
 
         # The pose command is the pose the (safe) joint command realizes, sign-locked per cell.
-        poses = np.stack(
-            [command_poses[i] if not held[i] else self.kinematics.tcp_pose(joint_action[i, :6]) for i in range(n)]
-        )
+        poses = command_poses
+        if held.any():
+            poses[held] = self.kinematics.tcp_pose(joint_action[held, :6])
         commands = se3.pose_command(poses, None)
         commands[:, 3:] = np.where(
             self._has_command[:, None],
