@@ -51,6 +51,15 @@ def _mlp(sizes: list[int], activate_last: bool = False, layer_norm: bool = False
     return nn.Sequential(*layers)
 
 
+def rgbd_image(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The CNN's input ``(B, 4, H, W)``: depth (m) then RGB scaled to [0, 1], with channels-last
+    strides — built as ``(B, H, W, 4)``, the layout oneDNN's convolutions run in without
+    reordering their inputs and gradients (a contiguous NCHW image cost 12 % more per update on
+    one thread)."""
+    rgb = obs["rgb"].float() / 255.0
+    return torch.cat([obs["depth"].float()[..., None], rgb], dim=-1).permute(0, 3, 1, 2)
+
+
 class ObservationEncoder(nn.Module):
     """Multimodal observation → latent ``(B, latent_dim)``; reads no privileged state."""
 
@@ -92,9 +101,7 @@ class ObservationEncoder(nn.Module):
         def present(name: str) -> torch.Tensor:
             return mask[:, _MASK_INDEX[name], None]
 
-        rgb = obs["rgb"].float().permute(0, 3, 1, 2) / 255.0
-        image = torch.cat([obs["depth"].float()[:, None], rgb], dim=1)
-        vision = self.vision_out(self.vision(image)) * torch.minimum(present("depth"), present("rgb"))
+        vision = self.vision_out(self.vision(rgbd_image(obs))) * torch.minimum(present("depth"), present("rgb"))
         imu = self.imu(obs["imu"].float().transpose(1, 2)) * present("imu")
         proprio = self.proprio(obs["proprio"].float())
         tactile = self.tactile(obs["tactile"].float().flatten(1) / 100.0) * present("tactile")

@@ -14,7 +14,7 @@ from graspfleet.actions.config import ActionConfig
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
 from learner.config import NetworkConfig, SACConfig
-from learner.networks import ConcatCritic, SharedForcePositionCritic
+from learner.networks import ConcatCritic, SharedForcePositionCritic, rgbd_image
 from learner.sac import OBSERVATION_KEYS, SACLearner, batch_from_columns, frozen
 from learner.weights import VERSION_KEY, deserialize, read_metadata, serialize
 
@@ -74,6 +74,25 @@ def test_the_actor_never_reads_privileged_state_and_the_critic_does(columns: dic
     _, state = learner._state(learner.encoder, batch.obs)
     _, state_altered = learner._state(learner.encoder, altered)
     assert not torch.allclose(learner.q1(state, batch.action), learner.q1(state_altered, batch.action))
+
+
+def test_the_cnn_reads_depth_then_rgb_in_channels_last_layout(columns: dict[str, np.ndarray]) -> None:
+    obs = batch_from_columns(columns).obs
+    image = rgbd_image(obs)
+    reference = torch.cat([obs["depth"].float()[:, None], obs["rgb"].float().permute(0, 3, 1, 2) / 255.0], dim=1)
+    assert image.shape == (64, 4, *SPEC["depth"].shape)
+    assert image.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(image, reference)
+    # the convolutions give the same features, and gradients, in either layout
+    vision = _learner().encoder.vision
+    torch.testing.assert_close(vision(image), vision(reference.contiguous()))
+    grads = []
+    for layout in (image, reference.contiguous()):
+        vision.zero_grad()
+        vision(layout).square().sum().backward()
+        grads.append([p.grad.clone() for p in vision.parameters() if p.grad is not None])
+    for channels_last_grad, nchw_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(channels_last_grad, nchw_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_missing_modalities_contribute_nothing(columns: dict[str, np.ndarray]) -> None:
