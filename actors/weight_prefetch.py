@@ -8,8 +8,8 @@ actors sharing a core each of those waits for the scheduler, and in a measured r
 the announced version, decodes it (safetensors, never unpickling) into the encoder's and the
 policy's state dicts and hands them to the actor's ``install`` (``actors.sim_actor.ActingPolicy``
 swaps them in between two inferences, without waiting for the next step). The curriculum's tier,
-read with the blob, waits in a one-slot holder for the actor's next step, which switches the
-cells. A failed fetch (Redis away, the version already gone) is counted: the actor's periodic
+read right after the version is in use, waits in a one-slot holder for the actor's next step,
+which switches the cells. A failed fetch (Redis away, the version already gone) is counted: the actor's periodic
 poll still finds the version.
 """
 
@@ -121,14 +121,15 @@ class WeightPrefetcher:
                 if fetched is None:
                     continue  # already dropped from the registry: the poll finds the latest
                 decoded = decode_policy_weights(fetched[1])
-                tier = self.tiers.curriculum_tier() if self.tiers is not None else None
                 self.install(decoded)
+                self.installed_version = decoded.version
+                # read once the version is in use: its adoption waits for no further round trip
+                tier = self.tiers.curriculum_tier() if self.tiers is not None else None
             except Exception as error:  # a fetch must never end the thread: the poll still works
                 self.failures += 1
                 log.warning("prefetching weights version %d failed: %s", announced, error)
                 self._stop.wait(self.retry_seconds)
                 continue
-            self.installed_version = decoded.version
             if tier is not None:
                 with self._lock:
                     self._tier = tier

@@ -276,3 +276,44 @@ class _Discard:
 
     def close(self, timeout: float | None = None) -> None:
         pass
+
+
+class _HeldTiers:
+    """The control plane's tier, read only once the test lets it through."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def curriculum_tier(self) -> tuple[str, int] | None:
+        self.asked.set()
+        self.release.wait(10)
+        return self.plane.curriculum_tier()
+
+
+def test_a_prefetched_version_is_in_use_before_the_tier_is_read() -> None:
+    """The tier read is no round trip on the version's way into use: the version is installed while
+    that read still waits, and the tier it returns is then handed to the next step."""
+    with RedisServer() as redis_server:
+        plane = ControlPlane(redis_server.url, "prefetch-tier")
+        plane.set_curriculum("T1", 3, {})
+        learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
+        tiers = _HeldTiers(plane)
+        installed: list[int] = []
+        prefetcher = WeightPrefetcher(
+            plane.weight_notifications(), plane, lambda w: installed.append(w.version), tiers=tiers
+        )
+        try:
+            assert _wait_for(lambda: prefetcher.announcements.pubsub is not None)  # type: ignore[attr-defined]
+            plane.publish_weights(4, serialize(learner.policy_tensors(), version=4))
+            assert tiers.asked.wait(10)
+            assert installed == [4] and prefetcher.take_tier() is None  # in use; the tier still on its way
+            tiers.release.set()
+            deadline = time.monotonic() + 10
+            while (tier := prefetcher.take_tier()) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert tier == ("T1", 3) and prefetcher.take_tier() is None  # handed over once
+        finally:
+            tiers.release.set()
+            prefetcher.close()
