@@ -189,11 +189,13 @@ class SimActor:
         version_check_every: int = 50,
         announcements: BlockingAnnouncements | None = None,
         tiers: TierSource | None = None,
+        prefetch_niceness: int | None = None,
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
         ``announcements`` a thread fetches each announced version as it comes, and the first step
         after it is decoded installs it. With ``tiers``, every version check also reads the
-        curriculum's tier and switches to it."""
+        curriculum's tier and switches to it. ``prefetch_niceness``: the prefetch thread's own
+        niceness (None: the process's)."""
         self.actor_id = actor_id
         self.cell = cell
         self.action_config = action or ActionConfig()
@@ -218,7 +220,9 @@ class SimActor:
         self.weights = weights
         self.version_check_every = version_check_every
         self.prefetcher = (
-            WeightPrefetcher(announcements, weights, self.policy.install, tiers) if announcements is not None else None
+            WeightPrefetcher(announcements, weights, self.policy.install, tiers, niceness=prefetch_niceness)
+            if announcements is not None
+            else None
         )
         self.inference_seconds: collections.deque[float] = collections.deque(maxlen=RECENT_LIMIT)
         """Batched policy inference time of each recent step (the worker drains it into its metrics)."""

@@ -11,11 +11,20 @@ swaps them in between two inferences, without waiting for the next step). The cu
 read right after the version is in use, waits in a one-slot holder for the actor's next step,
 which switches the cells. A failed fetch (Redis away, the version already gone) is counted: the actor's periodic
 poll still finds the version.
+
+The thread takes a niceness of its own (``train.prefetch_niceness``, 0 by default; Linux keeps
+niceness per thread). Ray runs actors at niceness 15, so a woken prefetch thread used to queue
+behind every actor's stepping thread on the core before it could do its millisecond of work, and
+again for each hand-over of the GIL; at 0 it runs as soon as its notice or its blob arrives and
+takes the GIL at the stepping thread's next release. It sleeps on the channel the rest of the
+time, so the stepping threads lose nothing to it (docs/architecture.md has the measurements).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
@@ -68,6 +77,19 @@ def decode_policy_weights(blob: bytes) -> DecodedWeights:
     return DecodedWeights(weights.version, encoder, policy)
 
 
+def set_thread_niceness(niceness: int) -> bool:
+    """Give the calling thread ``niceness`` (−20 … 19; Linux, where it is per thread); returns
+    whether it took: lowering it below the process's needs CAP_SYS_NICE, and elsewhere than Linux
+    it is not tried (the call would renice the whole process)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError:
+        return False
+    return True
+
+
 class WeightPrefetcher:
     """A daemon thread that turns each announced version into the weights the actor acts with."""
 
@@ -79,16 +101,19 @@ class WeightPrefetcher:
         tiers: TierSource | None = None,
         wait_seconds: float = 0.5,
         retry_seconds: float = 1.0,
+        niceness: int | None = None,
     ) -> None:
         """``install``: puts decoded weights in use (called on this thread; it ignores a version
         no newer than the one in use); ``wait_seconds``: longest block on the channel (how soon
-        :meth:`close` is noticed); ``retry_seconds``: pause after a failed fetch."""
+        :meth:`close` is noticed); ``retry_seconds``: pause after a failed fetch; ``niceness``:
+        the thread's own (see the module's docstring; None: the process's)."""
         self.announcements = announcements
         self.weights = weights
         self.install = install
         self.tiers = tiers
         self.wait_seconds = wait_seconds
         self.retry_seconds = retry_seconds
+        self.requested_niceness = niceness
         self.failures = 0
         """Announced versions that could not be fetched, decoded or installed."""
         self.installed_version = -1
@@ -104,6 +129,17 @@ class WeightPrefetcher:
         """Whether the thread runs (until :meth:`close`: a failed fetch never ends it)."""
         return self._thread.is_alive()
 
+    @property
+    def niceness(self) -> int | None:
+        """The thread's niceness now (None once it ended, or off Linux)."""
+        native_id = self._thread.native_id
+        if sys.platform != "linux" or native_id is None or not self.alive:
+            return None
+        try:
+            return os.getpriority(os.PRIO_PROCESS, native_id)
+        except OSError:  # it ended in between
+            return None
+
     def take_tier(self) -> tuple[str, int] | None:
         """The curriculum's (tier, generation) read with the newest installed version, once (None
         when none is waiting)."""
@@ -112,6 +148,9 @@ class WeightPrefetcher:
         return tier
 
     def _run(self) -> None:
+        wanted = self.requested_niceness
+        if wanted is not None and not set_thread_niceness(wanted):
+            log.info("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
         while not self._stop.is_set():
             announced = self.announcements.wait(self.wait_seconds)
             if announced is None or announced <= self.installed_version:

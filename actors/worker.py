@@ -160,6 +160,7 @@ class ActorWorker:
             version_check_every=train.version_check_every,
             announcements=self.plane.weight_notifications(),
             tiers=self.plane if train.curriculum.enabled else None,
+            prefetch_niceness=train.prefetch_niceness,
         )
         self.metrics = ActorMetrics(actor_id, train.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

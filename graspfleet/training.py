@@ -85,6 +85,11 @@ class TrainConfig:
     """Learner updates between weight publications."""
     version_check_every: int = 25
     """Actor steps between weight version checks."""
+    prefetch_niceness: int | None = 0
+    """Niceness of each actor's weight prefetch thread, its own (Linux keeps niceness per thread):
+    Ray runs actors at 15, where an announced version waited behind every actor's stepping thread
+    on the core (see actors/weight_prefetch.py). Below the process's it needs CAP_SYS_NICE (root
+    has it; a container may not, and the thread then keeps the process's). None: not changed."""
     checkpoint_every: int = 500
     """Learner updates between checkpoints of the learner's full state (distributed runs)."""
     chunk_length: int = 32
@@ -136,6 +141,10 @@ class TrainConfig:
         require(self.writer_max_pending_chunks >= 1, "train.writer_max_pending_chunks: must be >= 1")
         require(self.writer_max_retained_mb >= 0, "train.writer_max_retained_mb: must be >= 0")
         require(self.learner_threads >= 0, "train.learner_threads: must be >= 0 (0: automatic)")
+        require(
+            self.prefetch_niceness is None or -20 <= self.prefetch_niceness <= 19,
+            "train.prefetch_niceness: must be in [-20, 19] or null",
+        )
         require(self.checkpoint_every >= 1, "train.checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "train.demonstrations: must be >= 0")
         require(self.success_window >= 1, "train.success_window: must be >= 1")

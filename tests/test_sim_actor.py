@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -317,3 +320,51 @@ def test_a_prefetched_version_is_in_use_before_the_tier_is_read() -> None:
         finally:
             tiers.release.set()
             prefetcher.close()
+
+
+class _Silence:
+    """An announcement channel on which nothing is ever announced."""
+
+    def wait(self, timeout: float) -> int | None:
+        time.sleep(timeout)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class _NoWeights:
+    def latest_version(self) -> int:
+        return -1
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None:
+        return None
+
+
+def _prefetcher_niceness(niceness: int | None) -> tuple[int | None, int]:
+    """(the prefetch thread's niceness, the calling thread's) with a prefetcher asked for ``niceness``."""
+    prefetcher = WeightPrefetcher(_Silence(), _NoWeights(), lambda w: None, wait_seconds=0.05, niceness=niceness)
+    try:
+        assert _wait_for(lambda: prefetcher.niceness == niceness or niceness is None)
+        return prefetcher.niceness, os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        prefetcher.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness is per thread on Linux only")
+def test_the_prefetch_thread_takes_its_own_niceness_and_no_other_thread_does() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _prefetcher_niceness(None) == (base, base)
+    assert _prefetcher_niceness(min(base + 3, 19)) == (min(base + 3, 19), base)  # raising it is always allowed
+    # as Ray starts an actor: the process at niceness 15, its prefetch thread asking for 0, which
+    # takes CAP_SYS_NICE (root here; elsewhere the thread keeps 15 and the actor runs on)
+    script = (
+        "from tests.test_sim_actor import _prefetcher_niceness; import os; "
+        "print(*_prefetcher_niceness(0), os.getpriority(os.PRIO_PROCESS, os.getpid()))"
+    )
+    out = subprocess.run(
+        ["nice", "-n", "15", sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    prefetch, caller, process = map(int, out.stdout.split())
+    assert (caller, process) == (15, 15)
+    assert prefetch == (0 if os.geteuid() == 0 else 15)
