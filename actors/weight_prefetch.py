@@ -9,8 +9,8 @@ the announced version, decodes it (safetensors, never unpickling) into the encod
 policy's state dicts and hands them to the actor's ``install`` (``actors.sim_actor.ActingPolicy``
 swaps them in between two inferences, without waiting for the next step). The curriculum's tier,
 read right after the version is in use, waits in a one-slot holder for the actor's next step,
-which switches the cells. A failed fetch (Redis away, the version already gone) is counted: the actor's periodic
-poll still finds the version.
+which switches the cells. A failed fetch (Redis away, the version already gone) is counted: the
+actor's periodic poll still finds the version.
 
 The thread takes a niceness of its own (``train.prefetch_niceness``, 0 by default; Linux keeps
 niceness per thread). Ray runs actors at niceness 15, so a woken prefetch thread used to queue
@@ -150,7 +150,7 @@ class WeightPrefetcher:
     def _run(self) -> None:
         wanted = self.requested_niceness
         if wanted is not None and not set_thread_niceness(wanted):
-            log.info("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
+            log.warning("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
         while not self._stop.is_set():
             announced = self.announcements.wait(self.wait_seconds)
             if announced is None or announced <= self.installed_version:
