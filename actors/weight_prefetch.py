@@ -150,7 +150,8 @@ class WeightPrefetcher:
     def _run(self) -> None:
         wanted = self.requested_niceness
         if wanted is not None and not set_thread_niceness(wanted):
-            log.warning("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
+            # most non-root processes may not lower it: a note, not a warning on every actor's start
+            log.info("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
         while not self._stop.is_set():
             announced = self.announcements.wait(self.wait_seconds)
             if announced is None or announced <= self.installed_version:

@@ -89,7 +89,8 @@ class TrainConfig:
     """Niceness of each actor's weight prefetch thread, its own (Linux keeps niceness per thread):
     Ray runs actors at 15, where an announced version waited behind every actor's stepping thread
     on the core (see actors/weight_prefetch.py). Below the process's it needs CAP_SYS_NICE (root
-    has it; a container may not, and the thread then keeps the process's). None: not changed."""
+    has it; a non-root user or a container as a rule does not, and the thread then keeps the
+    process's). None: not changed."""
     checkpoint_every: int = 500
     """Learner updates between checkpoints of the learner's full state (distributed runs)."""
     chunk_length: int = 32
