@@ -77,14 +77,14 @@ def decode_policy_weights(blob: bytes) -> DecodedWeights:
     return DecodedWeights(weights.version, encoder, policy)
 
 
-def set_thread_niceness(niceness: int) -> bool:
-    """Give the calling thread ``niceness`` (−20 … 19; Linux, where it is per thread); returns
-    whether it took: lowering it below the process's needs CAP_SYS_NICE, and elsewhere than Linux
-    it is not tried (the call would renice the whole process)."""
+def set_thread_niceness(native_id: int, niceness: int) -> bool:
+    """Give the thread ``native_id`` ``niceness`` (−20 … 19; Linux, where it is per thread);
+    returns whether it took: lowering it below the thread's needs CAP_SYS_NICE, and elsewhere than
+    Linux it is not tried (the call would renice the whole process)."""
     if sys.platform != "linux":
         return False
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        os.setpriority(os.PRIO_PROCESS, native_id, niceness)
     except OSError:
         return False
     return True
@@ -113,7 +113,6 @@ class WeightPrefetcher:
         self.tiers = tiers
         self.wait_seconds = wait_seconds
         self.retry_seconds = retry_seconds
-        self.requested_niceness = niceness
         self.failures = 0
         """Announced versions that could not be fetched, decoded or installed."""
         self.installed_version = -1
@@ -123,6 +122,11 @@ class WeightPrefetcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="weight-prefetch", daemon=True)
         self._thread.start()
+        # set from here, once the thread exists (start() returns with its native id known)
+        native_id = self._thread.native_id
+        if niceness is not None and (native_id is None or not set_thread_niceness(native_id, niceness)):
+            # most non-root processes may not lower it: a note, not a warning on every actor's start
+            log.info("weight prefetch thread: niceness %d not allowed here; it keeps the process's", niceness)
 
     @property
     def alive(self) -> bool:
@@ -148,10 +152,6 @@ class WeightPrefetcher:
         return tier
 
     def _run(self) -> None:
-        wanted = self.requested_niceness
-        if wanted is not None and not set_thread_niceness(wanted):
-            # most non-root processes may not lower it: a note, not a warning on every actor's start
-            log.info("weight prefetch thread: niceness %d not allowed here; it keeps the process's", wanted)
         while not self._stop.is_set():
             announced = self.announcements.wait(self.wait_seconds)
             if announced is None or announced <= self.installed_version:
