@@ -26,12 +26,12 @@ COPY graspfleet ./graspfleet
 COPY actors ./actors
 COPY learner ./learner
 COPY replay ./replay
+COPY orchestrator ./orchestrator
 # the protocol code is generated here, as `make protos` does, then installed with the package
 RUN pip install "grpcio-tools>=1.70" \
-    && python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. \
-        protos/graspfleet/replay/v1/replay.proto \
+    && python -m replay.codegen \
     && pip install . \
-    && python -c "import torch, graspfleet.replay.v1.replay_pb2; assert torch.__version__.startswith('${TORCH_VERSION}')"
+    && python -c "import torch, replay.v1.replay_pb2; assert torch.__version__.startswith('${TORCH_VERSION}')"
 
 USER 1000:1000
 WORKDIR /home/graspfleet

@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 
 PROTO_SRC := $(shell find protos -name '*.proto')
-PROTO_GEN := graspfleet/replay/v1/replay_pb2.py
+PROTO_GEN := replay/v1/replay_pb2.py
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
@@ -22,7 +22,7 @@ help:
 	@echo "make protos     regenerate Python code from protos/ (runs when a .proto changes)"
 	@echo "make run        the main job: graspfleet train (Ray actors, replay shards, Redis, learner; this machine)"
 	@echo "make sim        grasp cells with the scripted controller (graspfleet sim)"
-	@echo "make test       lint + typecheck + the default test suite (CI runs this)"
+	@echo "make test       layer contracts + lint + typecheck + the default test suite (CI runs this)"
 	@echo "make test-all   the whole suite, slow tests included"
 	@echo "make bench      benchmarks (figures quoted in README.md)"
 	@echo "make lint | format | typecheck | clean"
@@ -32,7 +32,7 @@ setup: $(STAMP) system-deps $(PROTO_GEN)
 protos: $(PROTO_GEN)
 
 $(PROTO_GEN): $(PROTO_SRC) $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)
+	$(BIN)/python -m replay.codegen
 	@touch $(PROTO_GEN)
 
 # buf (from npm) lints the protos; skipped with a note where npm is missing.
@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(STAMP)
 
 # redis-server (the control plane) and Prometheus (promtool checks the alert rules; the tests
@@ -77,6 +77,7 @@ test-all: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup proto-lint
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -97,4 +98,4 @@ bench: setup
 	$(BIN)/python bench/curriculum.py
 
 clean:
-	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .mypy_cache .ruff_cache graspfleet/replay/v1/*_pb2*
+	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .mypy_cache .ruff_cache replay/v1/*_pb2*

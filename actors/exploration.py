@@ -1,4 +1,4 @@
-"""Exploration noise matched to each action channel (seed section 3), per cell.
+"""Exploration noise matched to each action channel (method.md §3), per cell.
 
 Position channels (the twist and the gripper width) get temporally correlated
 Ornstein–Uhlenbeck noise, which moves the end effector smoothly; the force channel gets a

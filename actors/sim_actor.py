@@ -28,24 +28,15 @@ import numpy as np
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
-from actors.weight_prefetch import (
-    BlockingAnnouncements,
-    DecodedWeights,
-    TierSource,
-    WeightPrefetcher,
-    WeightSource,
-    decode_policy_weights,
-)
+from actors.weight_prefetch import DecodedWeights, WeightPrefetcher, decode_policy_weights
 from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
+from graspfleet.interfaces import BlockingAnnouncements, EpisodeOutcome, TierSource, WeightSource
+from graspfleet.networks import NetworkConfig, ObservationEncoder, SE3Policy
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.tiers import TIER_ORDER, get_tier
-from graspfleet.spec import observation_spec
-from learner.config import NetworkConfig
-from learner.curriculum import EpisodeOutcome
-from learner.networks import ObservationEncoder, SE3Policy
-from learner.sac import OBSERVATION_KEYS
+from graspfleet.spec import OBSERVATION_KEYS, observation_spec
 
 RECENT_LIMIT = 10_000
 """Episode outcomes and inference timings an actor keeps until its owner takes them."""
@@ -302,7 +293,7 @@ class SimActor:
     def step(self) -> dict[str, Any]:
         """One control step of every cell; returns the step's ``info``."""
         self.maybe_update_weights()
-        # the seed's exploration: channel-matched noise on the policy's mean (a sample of the
+        # the method's exploration: channel-matched noise on the policy's mean (a sample of the
         # squashed Gaussian on top of it kept wide twists: actors never succeeded)
         started = time.perf_counter()
         actions, entropy, version = self.policy.act(self.obs, deterministic=True)

@@ -27,39 +27,14 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import torch
 
-from learner.weights import deserialize, split_policy_tensors
+from graspfleet.interfaces import BlockingAnnouncements, TierSource, WeightSource
+from graspfleet.weights import deserialize, split_policy_tensors
 
 log = logging.getLogger(__name__)
-
-
-class WeightSource(Protocol):
-    """Where published weights come from (``graspfleet.control_plane.ControlPlane`` is one)."""
-
-    def latest_version(self) -> int: ...
-
-    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
-
-
-class TierSource(Protocol):
-    """Where the curriculum's current tier comes from (``graspfleet.control_plane.ControlPlane`` is one)."""
-
-    def curriculum_tier(self) -> tuple[str, int] | None:
-        """(tier name, generation), or None before the curriculum has set one."""
-        ...
-
-
-class BlockingAnnouncements(Protocol):
-    """Notices of new versions that can be waited on (``graspfleet.control_plane.WeightNotifications``)."""
-
-    def wait(self, timeout: float) -> int | None:
-        """The highest version announced within ``timeout`` seconds, or None."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class DecodedWeights(NamedTuple):

@@ -29,9 +29,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-from graspfleet.training import TrainConfig  # noqa: E402
+from actors.trajectory import grasp_signature  # noqa: E402
+from orchestrator.config import TrainConfig  # noqa: E402
 from replay import checkpoint  # noqa: E402
-from replay.signature import grasp_signature  # noqa: E402
 from replay.table import DecodedChunk, ReplayTable  # noqa: E402
 
 CHUNK_STEPS = 256

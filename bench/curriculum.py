@@ -6,7 +6,7 @@ seed and the same wall-clock budget, one with the KL regularizer at its configur
 one with it off, run side by side (one core each, so they share the machine alike).
 
 Prints a table and, as its last line, JSON with, per variant: the highest tier reached,
-promotions, rollbacks, the rollback rate (rollbacks per promotion: the seed's ≈35 % without and
+promotions, rollbacks, the rollback rate (rollbacks per promotion: the method's ≈35 % without and
 ≈8 % with the regularizer), env steps and updates. Each run directory gets curriculum.csv,
 curriculum_events.jsonl, tiers.png and the training curves.
 """
@@ -30,7 +30,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from graspfleet.config import load  # noqa: E402
 from graspfleet.sim.tiers import TIER_ORDER  # noqa: E402
-from graspfleet.training import TrainConfig, train_serial  # noqa: E402
+from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.serial import train_serial  # noqa: E402
 
 
 def one_run(args: argparse.Namespace) -> dict[str, object]:

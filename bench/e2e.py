@@ -56,10 +56,12 @@ import torch  # noqa: E402
 from graspfleet.actions.cartesian import cartesian_action_bounds  # noqa: E402
 from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
-from graspfleet.spec import observation_spec  # noqa: E402
-from graspfleet.training import InMemoryWeights, TrainConfig, make_learner  # noqa: E402
+from graspfleet.spec import OBSERVATION_KEYS, observation_spec  # noqa: E402
 from learner.curriculum import CurriculumConfig  # noqa: E402
-from learner.sac import OBSERVATION_KEYS, Batch  # noqa: E402
+from learner.sac import Batch  # noqa: E402
+from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.learning import make_learner  # noqa: E402
+from orchestrator.serial import InMemoryWeights  # noqa: E402
 
 CPU_ROLES = (
     ("actors", ("ray::ActorWorker",)),
@@ -152,9 +154,9 @@ def plain_updates_per_second(config: TrainConfig, seconds: float) -> tuple[float
 @contextlib.contextmanager
 def replay_shards(config: TrainConfig, count: int) -> Iterator[list[str]]:
     """``count`` real replay shard processes for ``config``'s observations; yields their addresses."""
+    from actors.trajectory import grasp_signature
     from graspfleet.ports import free_port
     from replay.process import ShardProcess
-    from replay.signature import grasp_signature
 
     workdir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-replay-"))
     signature = grasp_signature(observation_spec(config.cell))
@@ -176,7 +178,7 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list
     pipeline, and replay writers streaming every step to the ``shards`` (whose own CPU is not
     counted). What an actor does per core where nothing else shares its cores."""
     from actors.sim_actor import SimActor
-    from learner.weights import serialize
+    from graspfleet.weights import serialize
     from replay.client import ReplayWriter
 
     threads = torch.get_num_threads()
@@ -238,7 +240,7 @@ def learner_on_replay_updates_per_second(config: TrainConfig, seconds: float, sh
 
 def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> dict[str, Any]:
     """Ingest, updates and weight sync of a distributed run, counted after ``warmup`` seconds."""
-    from graspfleet.distributed import train_distributed
+    from orchestrator.distributed import train_distributed
 
     run_dir = Path(tempfile.mkdtemp(prefix="graspfleet-e2e-"))
     marks: dict[str, tuple[float, float, float, dict[str, float]]] = {}
@@ -378,7 +380,7 @@ def main() -> None:
         on_replay_one_thread = learner_on_replay_updates_per_second(config, min(args.seconds, 20), shards)
         torch.set_num_threads(threads)
         print(f"one thread: plain {plain_one_thread:.1f}, on replay {on_replay_one_thread:.1f} updates/s", flush=True)
-    from graspfleet.distributed import learner_threads
+    from orchestrator.distributed import learner_threads
 
     run_threads = learner_threads(config, local_cluster=True) or threads
     # the plain loop with the threads the run's learner takes: the distributed machinery's own cost

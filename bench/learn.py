@@ -3,7 +3,7 @@
 The serial loop (one process: the actor's cells, the replay table and the learner take turns,
 so the learner's update rate is what this 2-core machine gives one process) trains from
 randomly initialized networks, with the scripted expert's demonstrations mixed into the batches
-(``train.demonstrations``, the seed's behaviour-cloning warm start). Every ``--evaluate-every``
+(``train.demonstrations``, the method's behaviour-cloning warm start). Every ``--evaluate-every``
 updates the deterministic policy is evaluated on ``--episodes`` fresh episodes. The run goes on for
 ``--after-target`` more evaluations once one reaches ``--target`` (to show whether it stays
 there), or stops at the time budget.
@@ -30,10 +30,11 @@ from pathlib import Path
 # this file's directory would shadow the `replay` package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from actors.evaluation import evaluate  # noqa: E402
 from graspfleet.config import load  # noqa: E402
-from graspfleet.evaluation import evaluate  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
-from graspfleet.training import TrainConfig, train_serial  # noqa: E402
+from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.serial import train_serial  # noqa: E402
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from graspfleet.ports import free_port  # noqa: E402
-from graspfleet.replay.v1 import replay_pb2 as pb  # noqa: E402
 from replay.client import ReplaySampler, ReplayWriter, channel  # noqa: E402
 from replay.process import ShardProcess  # noqa: E402
 from replay.signature import ColumnSpec, Signature, encode  # noqa: E402
+from replay.v1 import replay_pb2 as pb  # noqa: E402
 
 SMALL = Signature(
     [

@@ -9,6 +9,7 @@ runs here; a real-arm proxy implements the same role later.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -59,3 +60,42 @@ def make_backend(
             "use --backend mujoco"
         )
     raise ValueError(f"unknown simulator backend {name!r} (known: {', '.join(BACKENDS)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeOutcome:
+    """One finished training episode, as an actor saw it."""
+
+    generation: int
+    success: bool
+    tier: str = ""
+    """The tier it ran on (for per-tier metrics; the gate goes by generation)."""
+    collision: bool = False
+    slip: bool = False
+    force_overshoot: bool = False
+
+
+class WeightSource(Protocol):
+    """Where published weights come from (the control plane, or a serial run's in-memory store)."""
+
+    def latest_version(self) -> int: ...
+
+    def fetch_weights(self, version: int | None = None) -> tuple[int, bytes] | None: ...
+
+
+class TierSource(Protocol):
+    """Where the curriculum's current tier comes from (the control plane, or a serial run's in-memory store)."""
+
+    def curriculum_tier(self) -> tuple[str, int] | None:
+        """(tier name, generation), or None before the curriculum has set one."""
+        ...
+
+
+class BlockingAnnouncements(Protocol):
+    """Notices of new versions that can be waited on (the control plane's announcement channel)."""
+
+    def wait(self, timeout: float) -> int | None:
+        """The highest version announced within ``timeout`` seconds, or None."""
+        ...
+
+    def close(self) -> None: ...

@@ -19,6 +19,8 @@ from graspfleet.sim.instruction import VOCABULARY
 MODALITIES: Final = ("depth", "rgb", "tactile", "imu", "proprio", "instruction", "privileged")
 """Modalities in ``mask`` order."""
 MASK_KEY: Final = "mask"
+OBSERVATION_KEYS: Final = (*MODALITIES, MASK_KEY)
+"""The observation columns of a transition: every modality and the presence mask."""
 
 PROPRIO_FIELDS: Final = (
     *(f"joint_pos_{i}" for i in range(6)),

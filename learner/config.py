@@ -1,54 +1,16 @@
-"""Configuration of the learner's networks and SAC update (seed sections 3 and 4 give the numbers)."""
+"""Configuration of the learner's SAC update (method.md §3, §4 give the numbers)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 from graspfleet.config import require
 from replay.table import MAX_N_STEP
 
 
 @dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    """Widths of the encoder, policy and critic."""
-
-    latent_dim: int = 256
-    """Width of the observation latent shared by actor and critic."""
-    imu_features: int = 16
-    """Seed section 2: the high-rate IMU is compressed by a 1-D CNN to 16 dims."""
-    critic: Literal["shared", "concat"] = "shared"
-    """``shared``: the seed's force/position critic; ``concat``: a plain MLP on [state, action] (ablation)."""
-    critic_state_hidden: int = 512
-    """Seed section 3: the state goes through a shared 512-d MLP …"""
-    critic_embedding: int = 256
-    """… to a 256-d s_emb; the action embeddings add up to a 256-d a_emb."""
-    critic_head_hidden: int = 256
-    """Seed section 3: a 2×256 → 1 Q-head on s_emb − a_emb."""
-    critic_layer_norm: bool = True
-    """LayerNorm before each hidden ReLU of the critics: it bounds how far Q can extrapolate to
-    actions the data never shows, which kept the policy from drifting off the demonstrations."""
-    policy_hidden: int = 256
-    log_std_min: float = -5.0
-    log_std_max: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in (
-            "latent_dim",
-            "imu_features",
-            "critic_state_hidden",
-            "critic_embedding",
-            "critic_head_hidden",
-            "policy_hidden",
-        ):
-            require(getattr(self, name) >= 1, f"network.{name}: must be >= 1")
-        require(self.critic in ("shared", "concat"), f"network.critic: unknown critic {self.critic!r}")
-        require(self.log_std_min < self.log_std_max, "network.log_std_min: must be < log_std_max")
-
-
-@dataclasses.dataclass(frozen=True)
 class SACConfig:
-    """The soft actor–critic update with automatic temperature (seed section 4)."""
+    """The soft actor–critic update with automatic temperature (method.md §4)."""
 
     gamma: float = 0.99
     n_step: int = 1
@@ -65,9 +27,9 @@ class SACConfig:
     target_entropy: float | None = None
     """Entropy target of the temperature; None means −(action dimensions)."""
     tangent_penalty_weight: float = 1e-3
-    """Seed section 3: weight of the tangent-space norm penalty that limits the twist's variance."""
+    """method.md §3: weight of the tangent-space norm penalty that limits the twist's variance."""
     position_grad_threshold: float = 50.0
-    """Seed section 3: when the position head's gradient norm (its moving average) exceeds this,
+    """method.md §3: when the position head's gradient norm (its moving average) exceeds this,
     its learning rate drops. Healthy T0 runs show norms of about 1–20."""
     force_grad_threshold: float = 50.0
     """… likewise for the force head."""
@@ -81,10 +43,10 @@ class SACConfig:
     min_lr: float = 1e-5
     bc_weight: float = 1.0
     """Weight of the behaviour-cloning term on demonstration transitions, relative to the batch's
-    mean |Q| (TD3+BC's λ = 1). The seed's warm start uses 0.1; measured here, 0.1 and 0.4 let the
+    mean |Q| (TD3+BC's λ = 1). The method's warm start uses 0.1; measured here, 0.1 and 0.4 let the
     policy fall back once RL took over (docs/architecture.md) …"""
     bc_updates: int = 50_000
-    """… and it decays linearly to zero over this many updates (the seed: ~10k steps)."""
+    """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
     demo_fraction: float = 0.5
     """Share of each batch drawn from the demonstrations while any are loaded (RLPD's symmetric half)."""
     policy_averaging: float = 0.01

@@ -1,4 +1,4 @@
-"""The curriculum controller: which tier the actors train on, and when that changes (seed section 4).
+"""The curriculum controller: which tier the actors train on, and when that changes (method.md §4).
 
 A pure state machine: no I/O, no Ray, no Redis. The learner's shell feeds it episode outcomes
 (from the actors) and validation results (from the evaluation actors) and acts on the events it
@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from graspfleet.confidence import wilson_interval
 from graspfleet.config import require
+from graspfleet.interfaces import EpisodeOutcome
 from graspfleet.sim.tiers import TIER_ORDER
 
 EventKind = Literal["promotion", "rollback", "regression"]
@@ -48,7 +49,7 @@ EventKind = Literal["promotion", "rollback", "regression"]
 
 @dataclasses.dataclass(frozen=True)
 class CurriculumConfig:
-    """When tiers change and what a change does (seed section 4 gives the numbers)."""
+    """When tiers change and what a change does (method.md §4 gives the numbers)."""
 
     enabled: bool = True
     """Off: the run stays on ``train.tier``."""
@@ -99,19 +100,6 @@ class CurriculumConfig:
         require(self.validation_episodes >= 1, "curriculum.validation_episodes: must be >= 1")
         require(self.kl_weight >= 0, "curriculum.kl_weight: must be >= 0")
         require(0 <= self.kl_decay <= 1, "curriculum.kl_decay: must be in [0, 1]")
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeOutcome:
-    """One finished training episode, as an actor saw it."""
-
-    generation: int
-    success: bool
-    tier: str = ""
-    """The tier it ran on (for per-tier metrics; the gate goes by generation)."""
-    collision: bool = False
-    slip: bool = False
-    force_overshoot: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +158,7 @@ class CurriculumController:
 
     @property
     def gate_required(self) -> int:
-        """Successes the full window needs (64 of 80 with the seed's numbers)."""
+        """Successes the full window needs (64 of 80 with the method's numbers)."""
         # the tolerance keeps 0.8 × 80 = 64.00000000000001 from demanding 65
         return math.ceil(self.config.gate_success * self.config.gate_episodes - 1e-9)
 

@@ -1,4 +1,4 @@
-"""Soft actor–critic over the grasp cell's observations, with the seed's mechanisms (sections 3–4).
+"""Soft actor–critic over the grasp cell's observations, with the method's mechanisms (method.md §3–§4).
 
 - twin critics (shared force/position by default) on the encoder's latent plus the critic-only
   ``privileged`` observation; target copies updated by Polyak averaging;
@@ -13,7 +13,7 @@
   last promotion (:meth:`SACLearner.set_kl_reference`), scaled like the BC term, and a learning-rate
   scale the curriculum sets (:meth:`SACLearner.set_lr_scale`);
 - an optional batch of demonstrations (the scripted expert's episodes) joins every update for
-  the warm start, with a behaviour-cloning term whose weight decays to zero (seed section 3's
+  the warm start, with a behaviour-cloning term whose weight decays to zero (method.md §3's
   hand-off: BC weight 0.1 for the first ~10k updates).
 
 The encoder learns through the critic loss only (its latent is detached for the actor), the
@@ -32,12 +32,10 @@ import torch
 from torch import nn
 
 from graspfleet.geometry.se3_torch import tangent_norm_penalty
-from graspfleet.spec import MODALITIES, ArraySpec
-from learner.config import NetworkConfig, SACConfig
-from learner.networks import ACTION_DIM, TWIST_DIM, ObservationEncoder, SE3Policy, make_critic
-from learner.weights import split_policy_tensors
-
-OBSERVATION_KEYS = (*MODALITIES, "mask")
+from graspfleet.networks import ACTION_DIM, TWIST_DIM, NetworkConfig, ObservationEncoder, SE3Policy, make_critic
+from graspfleet.spec import OBSERVATION_KEYS, ArraySpec
+from graspfleet.weights import split_policy_tensors
+from learner.config import SACConfig
 
 
 class Batch(NamedTuple):
@@ -93,7 +91,7 @@ def concat_batches(first: Batch, second: Batch) -> Batch:
 
 
 class ChannelLearningRates:
-    """The seed's per-channel control of the actor's learning rates (position head, force head).
+    """The method's per-channel control of the actor's learning rates (position head, force head).
 
     After each actor backward pass it measures each head's gradient norm and keeps a moving
     average. When a channel's average exceeds its threshold its learning rate is multiplied by

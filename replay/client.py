@@ -33,10 +33,12 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from graspfleet.replay.v1 import replay_pb2 as pb
-from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
+from replay.chunker import Chunker, InvalidStep, SealedChunk
 from replay.server import ACCEPTED_SEQUENCE_KEY, DRAIN_KEY, WRITER_ID_KEY
 from replay.signature import ColumnSpec, Signature, decode, encode
+from replay.table import SampleResult
+from replay.v1 import replay_pb2 as pb
+from replay.v1 import replay_pb2_grpc as pb_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -190,12 +192,13 @@ class ReplayWriter:
         limiter admits slowly acknowledges nothing until a stream ends), doubling back after each
         stream that ends in time."""
         self.timeout = timeout
-        self.episode_id = int(uuid.uuid4().int & 0x7FFFFFFFFFFF)
         self.tier = 0
         self.policy_version = 0
-        self._buffers = {c.name: np.zeros((chunk_length, *c.shape), dtype=c.np_dtype) for c in self.signature.columns}
-        self._rows = 0
-        self._offset = 0
+        self._outcome: pb.EpisodeOutcome | None = None
+        """The outcome the episode's last chunk carries (set by ``end_episode``)."""
+        self._chunker = Chunker(
+            self.signature, chunk_length, self._seal, episode_id=int(uuid.uuid4().int & 0x7FFFFFFFFFFF)
+        )
         self._sequence = itertools.count(1)
         self._pending: deque[_Chunk] = deque()
         self._retained: deque[_Chunk] = deque()
@@ -204,7 +207,6 @@ class ReplayWriter:
         self._error: ReplayError | None = None
         self._closed = False
         self._drain = False
-        self._appended = 0
         self._sent = self._accepted = self._resent = self._unprotected = 0
         self._accepted_steps = 0
         self._accepted_sequence = 0
@@ -228,50 +230,33 @@ class ReplayWriter:
     def append(self, step: Mapping[str, Any]) -> None:
         """Add one step; every signature column must be present with its per-step shape."""
         self._raise_error()
-        unknown = set(step) - set(self._buffers)
-        if unknown:
-            raise InvalidTrajectory(f"step: unknown column {sorted(unknown)[0]!r}")
-        missing = [name for name in self._buffers if name not in step]
-        if missing:
-            raise InvalidTrajectory(f"step: missing column {missing[0]!r}")
-        self._add(step)
+        try:
+            self._chunker.append(step)
+        except InvalidStep as exc:
+            raise InvalidTrajectory(str(exc)) from None
 
     def end_episode(self, final_observation: Mapping[str, Any], outcome: pb.EpisodeOutcome | None = None) -> None:
         """Close the episode with its final observation (the ``is_last`` step) and start another."""
         self._raise_error()
-        missing = [c for c in self.signature.observation_columns if c not in final_observation]
-        if missing:
-            raise InvalidTrajectory(f"final_observation: missing column {missing[0]!r}")
-        self._add(
-            {
-                c.name: final_observation[c.name] if c.observation else np.zeros(c.shape, c.np_dtype)
-                for c in self.signature.columns
-            }
-        )
-        self._seal(end_of_episode=True, outcome=outcome)
-        self.episode_id += 1
-        self._offset = 0
+        self._outcome = outcome
+        try:
+            self._chunker.end_episode(final_observation)
+        except InvalidStep as exc:
+            raise InvalidTrajectory(str(exc)) from None
+        finally:
+            self._outcome = None
 
-    def _add(self, step: Mapping[str, Any]) -> None:
-        # A full chunk is sealed when the next step arrives, so the episode's last chunk is
-        # never empty.
-        if self._rows == self.chunk_length:
-            self._seal(end_of_episode=False)
-        for name, buffer in self._buffers.items():
-            value = np.asarray(step[name])
-            if value.shape != buffer.shape[1:]:
-                raise InvalidTrajectory(f"step[{name}]: expected shape {buffer.shape[1:]}, got {value.shape}")
-            buffer[self._rows] = value
-        self._rows += 1
-        self._appended += 1
+    @property
+    def episode_id(self) -> int:
+        """The episode the next step belongs to."""
+        return self._chunker.episode_id
 
     def flush(self, timeout: float | None = None) -> None:
         """Seal the partial chunk and wait until the shard has accepted everything so far.
 
         Also asks the shard what it holds, so chunks a restarted shard lost are resent even when
         nothing new is pending."""
-        if self._rows:
-            self._seal(end_of_episode=False)
+        self._chunker.flush()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         synced = False
         while True:
@@ -330,7 +315,7 @@ class ReplayWriter:
     def stats(self) -> WriterStats:
         with self._lock:
             return WriterStats(
-                self._appended,
+                self._chunker.appended,
                 self._sent,
                 self._accepted,
                 self._accepted_steps,
@@ -347,25 +332,24 @@ class ReplayWriter:
             error, self._error = self._error, None
             raise error
 
-    def _seal(self, end_of_episode: bool, outcome: pb.EpisodeOutcome | None = None) -> None:
-        rows = self._rows
+    def _seal(self, sealed: SealedChunk) -> None:
+        """Encode a chunk the chunker sealed and queue it (waiting while ``max_pending_chunks`` are)."""
         sequence = next(self._sequence)
         message = pb.TrajectoryChunk(
             writer_id=self.writer_id,
             sequence=sequence,
             actor_id=self.actor_id,
-            episode_id=self.episode_id,
-            step_offset=self._offset,
+            episode_id=sealed.episode_id,
+            step_offset=sealed.step_offset,
             tier=self.tier,
             policy_version=self.policy_version,
-            end_of_episode=end_of_episode,
+            end_of_episode=sealed.end_of_episode,
         )
-        if outcome is not None:
-            message.outcome.CopyFrom(outcome)
-        for name, buffer in self._buffers.items():
-            encode(buffer[:rows], message.columns.add(name=name).tensor)
-        self._offset += rows
-        self._rows = 0
+        if sealed.end_of_episode and self._outcome is not None:
+            message.outcome.CopyFrom(self._outcome)
+        for name, column in sealed.columns.items():
+            encode(column, message.columns.add(name=name).tensor)
+        rows = len(next(iter(sealed.columns.values())))
         chunk = _Chunk(sequence, message, message.ByteSize(), rows)
         with self._lock:
             deadline = time.monotonic() + self.timeout
@@ -473,21 +457,8 @@ def _accepted_from(error: grpc.RpcError) -> int | None:
     return None
 
 
-class SampledBatch(NamedTuple):
-    """A batch from one shard: columns ``(B, …)`` or ``(B, L, …)`` and per-row metadata."""
-
-    columns: dict[str, np.ndarray]
-    keys: np.ndarray
-    probabilities: np.ndarray
-    weights: np.ndarray
-    tiers: np.ndarray
-    policy_versions: np.ndarray
-    burn_in: int
-    shard: str
-
-
-def decode_batch(message: pb.SampledBatch, shard: str) -> SampledBatch:
-    return SampledBatch(
+def decode_batch(message: pb.SampledBatch, shard: str) -> SampleResult:
+    return SampleResult(
         columns={c.name: decode(c.tensor, f"columns[{c.name}]") for c in message.columns},
         keys=np.asarray(message.keys, dtype=np.uint64),
         probabilities=np.asarray(message.probabilities),
@@ -528,7 +499,7 @@ class ReplaySampler:
             tiers=list(tiers),
             n_step=n_step,
         )
-        self._queue: queue.Queue[SampledBatch | ReplayError] = queue.Queue(maxsize=prefetch)
+        self._queue: queue.Queue[SampleResult | ReplayError] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._channels = {a: channel(a, max_message_bytes) for a in addresses}
         self._calls: dict[str, Any] = {}
@@ -544,7 +515,7 @@ class ReplaySampler:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[SampledBatch]:
+    def __iter__(self) -> Iterator[SampleResult]:
         while True:
             yield self.sample()
 
@@ -573,7 +544,7 @@ class ReplaySampler:
             time.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    def sample(self, timeout: float | None = 60.0) -> SampledBatch:
+    def sample(self, timeout: float | None = 60.0) -> SampleResult:
         """The next batch from any shard; raises ReplayUnavailable after ``timeout`` seconds."""
         try:
             item = self._queue.get(timeout=timeout)
@@ -583,7 +554,7 @@ class ReplaySampler:
             raise item
         return item
 
-    def update_priorities(self, batch: SampledBatch, priorities: np.ndarray, timeout: float = 10.0) -> int:
+    def update_priorities(self, batch: SampleResult, priorities: np.ndarray, timeout: float = 10.0) -> int:
         """Send new priorities for a batch's rows to the shard it came from; returns rows updated."""
         stub = pb_grpc.ReplayShardServiceStub(self._channels[batch.shard])
         try:

@@ -1,17 +1,17 @@
 """An in-process trajectory sink: one cell's steps go straight into a :class:`ReplayTable`.
 
 Serial training and the learner's demonstration buffer use it where the distributed system uses
-:class:`replay.client.ReplayWriter`; it builds the same chunks (contiguous sequences, episode
-offsets, the final observation as an extra row) so the table cannot tell the difference.
+:class:`replay.client.ReplayWriter`; both build their chunks with the same
+:class:`replay.chunker.Chunker`, so the table cannot tell the difference.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from replay.chunker import Chunker, SealedChunk
 from replay.table import DecodedChunk, ReplayTable
 
 
@@ -24,55 +24,35 @@ class TableSink:
         self.table = table
         self.actor_id = actor_id
         self.writer_id = f"{actor_id}#{next(self._writers)}"
-        self.chunk_length = chunk_length
         self.tier = 0
         self.policy_version = 0
-        self._rows: list[dict[str, Any]] = []
-        self._sequence = 0
-        self._episode = 0
-        self._offset = 0
+        self._sequence = itertools.count(1)
+        self._chunker = Chunker(table.signature, chunk_length, self._insert)
 
-    def _seal(self, end_of_episode: bool) -> None:
-        self._sequence += 1
-        columns = {
-            c.name: np.stack([np.asarray(r[c.name], dtype=c.np_dtype) for r in self._rows])
-            for c in self.table.signature.columns
-        }
+    def _insert(self, chunk: SealedChunk) -> None:
         self.table.insert(
             DecodedChunk(
                 self.writer_id,
-                self._sequence,
+                next(self._sequence),
                 self.actor_id,
-                self._episode,
-                self._offset,
+                chunk.episode_id,
+                chunk.step_offset,
                 self.tier,
                 self.policy_version,
-                columns,
+                {name: column.copy() for name, column in chunk.columns.items()},
                 None,
-                end_of_episode,
+                chunk.end_of_episode,
             )
         )
-        self._offset += len(self._rows)
-        self._rows = []
 
-    def append(self, step: dict[str, Any]) -> None:
-        if len(self._rows) == self.chunk_length:
-            self._seal(False)
-        self._rows.append(step)
+    def append(self, step: Mapping[str, Any]) -> None:
+        self._chunker.append(step)
 
-    def end_episode(self, final_observation: dict[str, Any]) -> None:
-        final = {
-            c.name: final_observation[c.name] if c.observation else np.zeros(c.shape, c.np_dtype)
-            for c in self.table.signature.columns
-        }
-        self.append(final)
-        self._seal(True)
-        self._episode += 1
-        self._offset = 0
+    def end_episode(self, final_observation: Mapping[str, Any]) -> None:
+        self._chunker.end_episode(final_observation)
 
     def flush(self, timeout: float | None = None) -> None:
-        if self._rows:
-            self._seal(False)
+        self._chunker.flush()
 
     def close(self, timeout: float | None = None) -> None:
         self.flush()

@@ -1,4 +1,4 @@
-"""A replay shard in a child process (``graspfleet replay serve``), for benchmarks, tests and launchers."""
+"""A replay shard in a child process (``python -m replay serve``), for benchmarks, tests and launchers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from graspfleet.processes import start_child
 from replay.signature import Signature
 
 READY_MARKER = "replay shard listening on"
+SERVE = ("-m", "replay", "serve")
+"""The shard command's arguments after the interpreter: the replay service's own entry point."""
 
 
 class ShardProcess:
@@ -33,17 +35,17 @@ class ShardProcess:
         args: Sequence[str] = (),
         timeout: float = 60.0,
         host: str = "127.0.0.1",
+        serve: Sequence[str] = SERVE,
     ) -> None:
+        """``serve``: the command after the interpreter (``-m orchestrator.cli replay serve``
+        starts it as the Helm chart does, with the grasp signature and ``--train-config``)."""
         self.port = port
         self.address = f"{host}:{port}"
         spec = workdir / "replay-signature.json"  # one per run directory, rewritten by each start
         spec.write_text(json.dumps(signature.to_mapping()))
         self.command = [
             sys.executable,
-            "-m",
-            "graspfleet.cli",
-            "replay",
-            "serve",
+            *serve,
             "--port",
             str(port),
             "--host",

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import logging
 import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,14 +22,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from graspfleet.replay.v1 import replay_pb2 as pb
-from graspfleet.replay.v1 import replay_pb2_grpc as pb_grpc
 from replay import checkpoint
 from replay.config import ShardConfig
 from replay.metrics import ShardMetrics
 from replay.rate_limiter import RateLimiter
 from replay.signature import InvalidChunk, Signature, decode, encode
 from replay.table import DecodedChunk, NotEnoughData, ReplayTable, SequenceGap
+from replay.v1 import replay_pb2 as pb
+from replay.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("graspfleet.replay")
 
@@ -372,39 +371,3 @@ def serve(
         await shard.checkpoint()
 
     asyncio.run(main())
-
-
-class ShardThread:
-    """A shard serving from a background thread's event loop, for tests and single-process runs."""
-
-    def __init__(
-        self, signature: Signature, config: ShardConfig, checkpoint_dir: Path | None = None, seed: int | None = 0
-    ) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="replay-shard")
-        self.thread.start()
-
-        async def start() -> tuple[ReplayShard, grpc.aio.Server, int, asyncio.Task[None]]:
-            shard = ReplayShard(signature, config, checkpoint_dir, seed=seed)
-            server, port, task = await start_server(shard)
-            return shard, server, port, task
-
-        self.shard, self.server, self.port, self._task = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def call(self, coro: object, timeout: float = 60) -> object:
-        """Run a coroutine on the shard's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            self._task.cancel()
-            await self.server.stop(grace=0.5)
-
-        with contextlib.suppress(Exception):
-            self.call(shutdown(), 30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)

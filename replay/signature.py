@@ -13,7 +13,7 @@ from typing import Final
 
 import numpy as np
 
-from graspfleet.replay.v1 import replay_pb2 as pb
+from replay.v1 import replay_pb2 as pb
 
 _DTYPES: Final[dict[int, np.dtype]] = {
     pb.ELEMENT_TYPE_FLOAT32: np.dtype("<f4"),
@@ -188,23 +188,3 @@ class Signature:
         if rows == 0:
             raise InvalidChunk(f"{field}: a chunk needs at least one step")
         return rows
-
-
-def grasp_signature(observation_spec: Mapping[str, object] | None = None) -> Signature:
-    """The signature of graspfleet transitions: every observation array of the grasp cell's spec,
-    the Cartesian action, the reward and the episode flags."""
-    from graspfleet.sim.config import CellConfig
-    from graspfleet.spec import observation_spec as make_spec
-
-    spec = make_spec(CellConfig()) if observation_spec is None else observation_spec
-    columns = [
-        ColumnSpec(name, np.dtype(s.dtype).name, tuple(s.shape), observation=True)  # type: ignore[attr-defined]
-        for name, s in spec.items()
-    ]
-    columns += [
-        ColumnSpec("action", "float32", (8,)),
-        ColumnSpec("reward", "float32", ()),
-        ColumnSpec("terminated", "bool", ()),
-        ColumnSpec("truncated", "bool", ()),
-    ]
-    return Signature(columns)

@@ -63,8 +63,9 @@ class InsertResult(NamedTuple):
 
 
 class SampleResult(NamedTuple):
-    """Sampled rows: columns ``(B, …)`` or ``(B, L, …)``, and per row its key, probability,
-    importance weight, tier and policy version."""
+    """Sampled rows, from a table in this process or from a shard over the network: columns
+    ``(B, …)`` or ``(B, L, …)``, and per row its key, probability, importance weight, tier and
+    policy version."""
 
     columns: dict[str, np.ndarray]
     keys: np.ndarray
@@ -72,6 +73,10 @@ class SampleResult(NamedTuple):
     weights: np.ndarray
     tiers: np.ndarray
     policy_versions: np.ndarray
+    burn_in: int = 0
+    """Sequences: leading steps meant only to warm up a recurrent state."""
+    shard: str = ""
+    """The shard's address (empty for a table in this process): where the keys' priorities go."""
 
 
 class SequenceGap(Exception):

@@ -10,7 +10,7 @@ from graspfleet.config import Range, require
 
 @dataclasses.dataclass(frozen=True)
 class ActionConfig:
-    """How a Cartesian policy output becomes a joint command (seed section 5).
+    """How a Cartesian policy output becomes a joint command (method.md §5).
 
     Units: metres, radians, per control step unless stated.
     """
@@ -28,7 +28,7 @@ class ActionConfig:
     ik_rotation_weight: float = 0.3
     """Weight of the rotation error (rad) against the position error (m) in IK."""
     min_singular_value: float = 0.08
-    """Seed section 5: a commanded pose passes only if σ_min of the 6×6 TCP Jacobian exceeds this."""
+    """method.md §5: a commanded pose passes only if σ_min of the 6×6 TCP Jacobian exceeds this."""
     workspace_x: Range = Range(-0.35, 0.35)
     workspace_y: Range = Range(-0.4, 0.4)
     workspace_z: Range = Range(0.015, 0.6)

@@ -3,7 +3,7 @@
 The chain is the grasp cell's :class:`~graspfleet.sim.kinematics.ArmChain`, read from its MuJoCo
 model, so it is the same arm the actors drive. Everything is batched and differentiable, so a loss
 can back-propagate through IK and through :meth:`TorchArmKinematics.reachability_penalty` to teach
-the policy to avoid unreachable or near-singular regions (seed section 5, layer 2). The SAC update
+the policy to avoid unreachable or near-singular regions (method.md §5, layer 2). The SAC update
 does not use it yet: its actions are Cartesian and the pipeline holds what it cannot reach.
 """
 

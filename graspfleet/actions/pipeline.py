@@ -1,4 +1,4 @@
-"""The one action pipeline every actor, simulated or real, goes through (seed section 5).
+"""The one action pipeline every actor, simulated or real, goes through (method.md §5).
 
 A Cartesian policy output per cell, ``(ρ, ω, width, force)``: a twist ξ ∈ se(3) for the TCP (m,
 rad per control step, in a frame at the TCP with world axes), gripper width (m) and grip force

@@ -1,5 +1,5 @@
 """SO(3)/SE(3) in PyTorch: batched, differentiable, float32 or float64 (conventions as in
-:mod:`graspfleet.geometry.se3`), plus the seed's two manifold safeguards (section 3):
+:mod:`graspfleet.geometry.se3`), plus the method's two manifold safeguards (method.md §3):
 
 - :class:`ConditionedExp`: ``Exp`` whose backward maps the tangent-space gradient through the
   left Jacobian, and, where ‖ω‖ > π/2, clamps that map's singular values to a maximum
@@ -22,9 +22,9 @@ SMALL_ANGLE = {torch.float64: 1e-2, torch.float32: 0.3, torch.float16: 0.5, torc
 """Per dtype, the angle (rad) below which coefficients use their Taylor series (to θ⁴): where the
 closed forms' cancellation would cost more digits than the series' truncation."""
 GRADIENT_CONDITION_ANGLE = math.pi / 2
-"""Seed section 3: beyond this rotation angle the Exp gradient map is conditioned."""
+"""method.md §3: beyond this rotation angle the Exp gradient map is conditioned."""
 MAX_GRADIENT_CONDITION = 1e4
-"""Seed section 3: the largest condition number the Exp gradient map may have."""
+"""method.md §3: the largest condition number the Exp gradient map may have."""
 
 
 def hat(omega: torch.Tensor) -> torch.Tensor:
@@ -226,11 +226,11 @@ def left_trivialized_gradient(grad_pose: torch.Tensor, pose: torch.Tensor) -> to
 
 
 class ConditionedExp(torch.autograd.Function):
-    """``T = Exp(ξ)`` with a conditioned gradient path (seed section 3, "two manifold traps").
+    """``T = Exp(ξ)`` with a conditioned gradient path (method.md §3, "two manifold traps").
 
     Backward: the left-trivialized gradient ``g`` at T maps to ``∂L/∂ξ = J_l(ξ)ᵀ g`` (exact:
     ``Exp(ξ + δ) ≈ Exp(J_l δ) Exp(ξ)``). As ‖ω‖ grows past π the map degenerates (J_l is
-    singular at 2π, so its inverse — the seed's ``J_l^{-T}`` form of this step — explodes);
+    singular at 2π, so its inverse — the method's ``J_l^{-T}`` form of this step — explodes);
     where ‖ω‖ > ``threshold`` its singular values are clamped to condition number
     ≤ ``max_condition`` before use. Below the threshold the gradient is exact.
     """

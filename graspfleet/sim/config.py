@@ -1,6 +1,6 @@
 """Configuration of a grasp cell: physics, sensors, reward, outcome rules and scene tiers.
 
-The seed's numbers (reward weights 0.6/0.3/0.1, the −10·(1 − s) manipulability and
+The method's numbers (reward weights 0.6/0.3/0.1, the −10·(1 − s) manipulability and
 −5·log barrier weights, the σ_min > 0.08 reachability margin, the 3σ outlier reject,
 ~30 % modality dropout) are the defaults here, under their names.
 """
@@ -146,11 +146,11 @@ class RewardConfig:
     """
 
     position_weight: float = 0.6
-    """Seed section 3: weight of r_pos in the composite reward."""
+    """method.md §3: weight of r_pos in the composite reward."""
     force_weight: float = 0.3
-    """Seed section 3: weight of r_force."""
+    """method.md §3: weight of r_force."""
     slip_weight: float = 0.1
-    """Seed section 3: weight of r_slip."""
+    """method.md §3: weight of r_slip."""
     reach_scale: float = 0.1
     """Distance at which the reach part of r_pos falls to 1 − tanh(1) (m)."""
     hold_force_safety: float = 2.0
@@ -164,15 +164,15 @@ class RewardConfig:
     vibration_baseline_hz: float = 1.0
     """Cut-off of the slow mean removed from the accelerometer before measuring vibration (Hz)."""
     outlier_sigma: float = 3.0
-    """Seed section 4: vibration samples further than this many σ from the running mean are rejected."""
+    """method.md §4: vibration samples further than this many σ from the running mean are rejected."""
     vibration_sigma_floor: float = 0.05
     """Smallest σ the outlier test uses (m/s²), so a still arm does not reject its own noise."""
     manipulability_weight: float = 10.0
-    """Seed section 4: weight of (1 − s), s the manipulability margin."""
+    """method.md §4: weight of (1 − s), s the manipulability margin."""
     manipulability_sigma_ref: float = 0.08
-    """Smallest singular value of the 6×6 TCP Jacobian at which s reaches 1 (seed section 5's 0.08)."""
+    """Smallest singular value of the 6×6 TCP Jacobian at which s reaches 1 (method.md §5's 0.08)."""
     joint_limit_barrier_weight: float = 5.0
-    """Seed section 4: weight of the log barrier on the distance to the nearest joint limit."""
+    """method.md §4: weight of the log barrier on the distance to the nearest joint limit."""
     joint_limit_margin: float = 0.15
     """δ: the barrier is zero farther than this from every joint limit (rad)."""
     joint_limit_floor: float = 1e-3

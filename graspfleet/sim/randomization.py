@@ -2,7 +2,7 @@
 
 A :class:`DomainRandomization` holds a closed range for every randomized parameter of the
 grasp cell. Flattened as ``[low_0, high_0, low_1, high_1, ...]`` in field order it is the
-vector θ that later searches (Safe-BO, CMA-ES in a Wasserstein ball; seed section 5)
+vector θ that later searches (Safe-BO, CMA-ES in a Wasserstein ball; method.md §5)
 move around; :meth:`DomainRandomization.theta` and :meth:`DomainRandomization.from_theta`
 convert both ways. :meth:`DomainRandomization.sample` draws one concrete
 :class:`PhysicsSample` per episode.

@@ -1,4 +1,4 @@
-"""Reward terms of the grasp cell as pure, batched functions (seed sections 3 and 4).
+"""Reward terms of the grasp cell as pure, batched functions (method.md §3, §4).
 
 Every function takes arrays with a leading batch axis (one entry per cell) and returns
 arrays of the same leading shape. Nothing here touches MuJoCo.
@@ -85,7 +85,7 @@ def one_pole_alpha(cutoff_hz: float, dt: float) -> float:
 
 
 class VibrationFilter:
-    """Vibration level from the wrist accelerometer, cleaned as the seed prescribes (section 4).
+    """Vibration level from the wrist accelerometer, cleaned as method.md §4 prescribes.
 
     Per physics sample ``a_k`` (m/s², per cell):
 

@@ -1,4 +1,4 @@
-"""The named difficulty tiers T0–T4 of the grasp curriculum (seed section 4).
+"""The named difficulty tiers T0–T4 of the grasp curriculum (method.md §4).
 
 Only the environment config changes between tiers; the curriculum keeps network weights
 and the replay buffer. Tiers can be overridden from YAML like any other config.

@@ -1,1 +1,0 @@
-"""Generated protocol code of the replay data plane (``make protos`` from ``protos/``)."""

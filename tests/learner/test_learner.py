@@ -1,0 +1,318 @@
+"""The learner's networks, SAC update and weight format, on real grasp-cell observations."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from graspfleet.actions.cartesian import cartesian_action_bounds
+from graspfleet.actions.config import ActionConfig
+from graspfleet.networks import ConcatCritic, NetworkConfig, SharedForcePositionCritic, rgbd_image
+from graspfleet.sim.config import CellConfig
+from graspfleet.spec import OBSERVATION_KEYS, observation_spec
+from graspfleet.weights import VERSION_KEY, deserialize, read_metadata, serialize
+from learner.config import SACConfig
+from learner.sac import SACLearner, batch_from_columns, frozen
+from tests.helpers import hold_action, make_batch
+
+CELL = CellConfig()
+SPEC = observation_spec(CELL)
+BOUNDS = cartesian_action_bounds(CELL, ActionConfig())
+
+
+@pytest.fixture(scope="module")
+def columns() -> dict[str, np.ndarray]:
+    """64 real transitions from four T4 cells (occlusion and dropout included)."""
+    cells = make_batch("T4", cells=4, seed=0)
+    obs, _ = cells.reset(seed=0)
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*OBSERVATION_KEYS, *(f"next_{k}" for k in OBSERVATION_KEYS)]}
+    rows.update(action=[], reward=[], terminated=[])
+    for _ in range(16):
+        action = hold_action(cells)
+        action[:, :6] += rng.normal(0, 0.02, (4, 6))
+        next_obs, reward, terminated, _, _ = cells.step(action)
+        for k in OBSERVATION_KEYS:
+            rows[k].append(obs[k])
+            rows[f"next_{k}"].append(next_obs[k])
+        cartesian = np.concatenate([rng.normal(0, 0.01, (4, 6)), action[:, 6:]], axis=1)
+        rows["action"].append(cartesian.astype(np.float32))
+        rows["reward"].append(reward.astype(np.float32))
+        rows["terminated"].append(terminated)
+        obs = next_obs
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def _learner(**sac: object) -> SACLearner:
+    torch.manual_seed(0)
+    return SACLearner(SPEC, BOUNDS, NetworkConfig(), dataclasses.replace(SACConfig(), **sac), device="cpu")
+
+
+def test_shapes_and_action_ranges(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    batch = batch_from_columns(columns)
+    actions = learner.act(batch.obs)
+    assert actions.shape == (64, 8) and torch.isfinite(actions).all()
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
+    assert (actions >= low).all() and (actions <= high).all()  # twist within the step box, gripper in range
+    assert (high[:3] == ActionConfig().max_translation_step).all() and high[6] == CELL.gripper.max_width
+    latent = learner.encoder(batch.obs)
+    assert latent.shape == (64, 256)
+
+
+def test_the_actor_never_reads_privileged_state_and_the_critic_does(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    batch = batch_from_columns(columns)
+    altered = dict(batch.obs)
+    altered["privileged"] = batch.obs["privileged"] + 10.0
+    torch.testing.assert_close(learner.act(batch.obs, True), learner.act(altered, True))
+    _, state = learner._state(learner.encoder, batch.obs)
+    _, state_altered = learner._state(learner.encoder, altered)
+    assert not torch.allclose(learner.q1(state, batch.action), learner.q1(state_altered, batch.action))
+
+
+def test_the_cnn_reads_depth_then_rgb_in_channels_last_layout(columns: dict[str, np.ndarray]) -> None:
+    obs = batch_from_columns(columns).obs
+    image = rgbd_image(obs)
+    reference = torch.cat([obs["depth"].float()[:, None], obs["rgb"].float().permute(0, 3, 1, 2) / 255.0], dim=1)
+    assert image.shape == (64, 4, *SPEC["depth"].shape)
+    assert image.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(image, reference)
+    # the convolutions give the same features, and gradients, in either layout
+    vision = _learner().encoder.vision
+    torch.testing.assert_close(vision(image), vision(reference.contiguous()))
+    grads = []
+    for layout in (image, reference.contiguous()):
+        vision.zero_grad()
+        vision(layout).square().sum().backward()
+        grads.append([p.grad.clone() for p in vision.parameters() if p.grad is not None])
+    for channels_last_grad, nchw_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(channels_last_grad, nchw_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_missing_modalities_contribute_nothing(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner()
+    obs = {k: v[:1] for k, v in batch_from_columns(columns).obs.items()}
+    obs["mask"] = obs["mask"].clone()
+    obs["mask"][0, 2] = False  # tactile missing
+    noisy = dict(obs)
+    noisy["tactile"] = obs["tactile"] + 1e3
+    torch.testing.assert_close(learner.encoder(obs), learner.encoder(noisy))
+
+
+def test_shared_critic_combines_state_and_action_embeddings_by_subtraction() -> None:
+    config = NetworkConfig()
+    critic = SharedForcePositionCritic(12, config)
+    state, action = torch.randn(5, 12), torch.randn(5, 8)
+    s_emb = critic.state(state)
+    a_emb = critic.position(action[:, :7]) + critic.force(action[:, 7:])
+    assert s_emb.shape == a_emb.shape == (5, 256)
+    torch.testing.assert_close(critic(state, action), critic.head(s_emb - a_emb).squeeze(-1))
+    assert isinstance(_learner().q1, SharedForcePositionCritic)
+    ablation = SACLearner(SPEC, BOUNDS, NetworkConfig(critic="concat"), device="cpu")
+    assert isinstance(ablation.q1, ConcatCritic)
+
+
+def test_updates_fit_the_critic_and_move_alpha(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(gamma=0.0)  # the target is then exactly the reward: the critic must fit it
+    batch = batch_from_columns(columns)
+    first = learner.update(batch)
+    for _ in range(60):
+        last = learner.update(batch)
+    assert last["critic_loss"] < 0.5 * first["critic_loss"]
+    assert learner.updates == 61
+    # the entropy starts far above the target (−8), so α must shrink
+    assert last["alpha"] < first["alpha"]
+    assert all(np.isfinite(v) for v in last.values())
+
+
+def test_the_actor_loss_reaches_the_actions_through_frozen_critics_that_train_again_after(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner()
+    state = torch.randn(4, learner.network_config.latent_dim + SPEC["privileged"].shape[0])
+    action = torch.zeros(4, 8, requires_grad=True)
+    with frozen(learner.q1):
+        q = learner.q1(state, action).sum()
+    q.backward()
+    assert action.grad is not None and action.grad.abs().sum() > 0
+    assert all(p.grad is None for p in learner.q1.parameters())  # no weight gradient was built
+    assert all(p.requires_grad for p in learner.q1.parameters())
+    with pytest.raises(RuntimeError), frozen(learner.q2):
+        raise RuntimeError("an error inside leaves the flags restored")
+    assert all(p.requires_grad for p in learner.q2.parameters())
+    before = [p.detach().clone() for p in learner.q1.parameters()]
+    learner.update(batch_from_columns(columns))
+    assert all(p.requires_grad for m in (learner.q1, learner.q2) for p in m.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, learner.q1.parameters(), strict=True))
+
+
+def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate_and_recovers(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(force_grad_threshold=1e-9, position_grad_threshold=1e9, lr_reduction=0.5, lr_cooldown=5)
+    batch = batch_from_columns(columns)
+    rates = [learner.update(batch)["force_lr"] for _ in range(10)]
+    # one reduction per cooldown, not one per update
+    assert rates[:4] == [pytest.approx(3e-4)] * 4
+    assert rates[4:9] == [pytest.approx(1.5e-4)] * 5
+    assert rates[9] == pytest.approx(7.5e-5)
+    assert learner.learning_rates()["position"] == pytest.approx(3e-4)
+    learner.channels.thresholds["force"] = 1e9  # the gradient is fine again: the rate climbs back to its base
+    rates = [learner.update(batch)["force_lr"] for _ in range(20)]
+    assert rates[4] == pytest.approx(1.5e-4) and rates[9] == pytest.approx(3e-4) and rates[-1] == pytest.approx(3e-4)
+
+
+def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_decays(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(bc_weight=10.0, bc_updates=40, policy_averaging=1.0)
+    batch = batch_from_columns(columns)
+    demos = batch_from_columns({k: v[:32] for k, v in columns.items()})
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
+    expert = low + (high - low) * torch.linspace(0.2, 0.8, 8)  # one fixed expert action, inside the box
+    demos = demos._replace(action=expert.expand(32, 8).clone())
+
+    def imitation_error(learner: SACLearner) -> float:
+        return float((learner.act(demos.obs, deterministic=True) - expert).div(high - low).abs().mean())
+
+    before = imitation_error(learner)
+    without = _learner(bc_weight=10.0, bc_updates=40, policy_averaging=1.0)  # the same learner, never shown the expert
+    for _ in range(40):
+        without.update(batch)
+    first = learner.update(batch, demos)
+    weights = [first["bc_weight"]] + [learner.update(batch, demos)["bc_weight"] for _ in range(39)]
+    assert imitation_error(learner) < 0.75 * before
+    assert imitation_error(learner) < 0.75 * imitation_error(without)
+    assert weights[0] == pytest.approx(10.0) and weights[20] == pytest.approx(5.0) and weights[-1] > 0
+    assert learner.update(batch, demos)["bc_weight"] == 0.0  # decayed: plain SAC from here on
+    assert learner.update(batch)["bc_loss"] == 0.0
+
+
+def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_surprise_first(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner()
+    reward = columns["reward"].copy()
+    reward[5] += 100.0  # the success bonus where the critic expects a routine step
+    batch = batch_from_columns({**columns, "reward": reward})
+    demos = batch_from_columns({k: v[:8] for k, v in columns.items()})
+    learner.update(batch, demos)
+    td = learner.last_td_errors
+    assert td.shape == (64,)  # the replay rows, in batch order; not the 8 demonstrations
+    assert int(td.argmax()) == 5 and float(td[5]) > 50 and bool((td >= 0).all())
+
+
+def test_an_n_step_target_discounts_each_reward_and_bootstraps_after_the_steps_taken(
+    columns: dict[str, np.ndarray],
+) -> None:
+    def targets(reward: np.ndarray, horizon: np.ndarray) -> torch.Tensor:
+        learner = _learner(gamma=0.9)
+        torch.manual_seed(1)  # the same next actions drawn for both batches
+        learner.update(batch_from_columns({**columns, "reward": reward, "horizon": horizon}))
+        return learner._last_td[2]
+
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(64, 3)).astype(np.float32)
+    horizon = rng.integers(1, 4, size=64).astype(np.int32)
+    rewards[np.arange(3) >= horizon[:, None]] = 0.0  # as a table pads them
+    one_step = targets(rewards[:, 0], np.ones(64, np.int32))
+    n_step = targets(rewards, horizon)
+    discounted = torch.as_tensor(rewards @ np.array([1.0, 0.9, 0.81], np.float32))
+    bootstrap = one_step - torch.as_tensor(rewards[:, 0])  # 0.9 (1 - terminated) V(next)
+    expected = discounted + torch.as_tensor(0.9 ** (horizon - 1), dtype=torch.float32) * bootstrap
+    torch.testing.assert_close(n_step, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(n_step, one_step)
+
+
+def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(policy_averaging=0.25)
+    batch = batch_from_columns(columns)
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    learner.update(batch)
+    trained = learner.policy.state_dict()
+    published = learner.policy_tensors()
+    for key in ("trunk.0.weight", "force_head.bias"):
+        assert not torch.equal(trained[key], before[key])
+        torch.testing.assert_close(published[f"policy.{key}"], before[key] + 0.25 * (trained[key] - before[key]))
+    torch.testing.assert_close(published["policy.action_centre"], trained["action_centre"])
+    acting = learner.act(batch.obs, deterministic=True)
+    raw = learner.policy(learner.encoder(batch.obs), deterministic=True).action.detach()
+    assert not torch.allclose(acting, raw)
+
+
+def test_the_kl_term_pulls_the_policy_towards_the_frozen_reference(columns: dict[str, np.ndarray]) -> None:
+    batch = batch_from_columns(columns)
+    torch.manual_seed(1)
+    reference = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu").policy_tensors()
+    pulled, free = _learner(), _learner()
+    pulled.set_kl_reference(reference, 20.0)
+    free.set_kl_reference(reference, 1e-12)  # measured, but with no pull
+    first = pulled.update(batch)["kl"]
+    assert first > 0 and free.update(batch)["kl"] == pytest.approx(first)
+    for _ in range(30):
+        kl_pulled, kl_free = pulled.update(batch)["kl"], free.update(batch)["kl"]
+    assert kl_pulled < 0.5 * first and kl_pulled < 0.5 * kl_free
+    pulled.set_kl_reference(None, 20.0)
+    assert pulled.update(batch)["kl"] == 0.0 and pulled.kl_weight == 0.0
+
+
+def test_the_curriculum_scales_every_learning_rate_and_keeps_a_channel_reduction(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(force_grad_threshold=1e-9, lr_cooldown=1)
+    learner.update(batch_from_columns(columns))  # the force channel is halved once
+    assert learner.learning_rates() == {"trunk": 3e-4, "position": 3e-4, "force": 1.5e-4}
+    learner.set_lr_scale(0.5)
+    assert learner.learning_rates() == pytest.approx({"trunk": 1.5e-4, "position": 1.5e-4, "force": 7.5e-5})
+    assert learner.critic_optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-4)
+    assert learner.channels.base_lr == pytest.approx({"position": 1.5e-4, "force": 1.5e-4})
+
+
+def test_weights_round_trip_through_safetensors_without_pickle(columns: dict[str, np.ndarray]) -> None:
+    source = _learner()
+    blob = serialize(source.policy_tensors(), version=7, metadata={"tier": "T0"})
+    (header_length,) = struct.unpack("<Q", blob[:8])
+    assert blob[8:9] == b"{" and header_length < len(blob)  # a JSON header, then raw bytes
+    assert b"\x80\x04" not in blob[: 8 + header_length]  # no pickle protocol marker in the header
+    assert read_metadata(blob) == {"tier": "T0", VERSION_KEY: "7"}
+    weights = deserialize(blob)
+    assert weights.version == 7
+    target = SACLearner(SPEC, BOUNDS, device="cpu")
+    target.load_policy_tensors(weights.tensors)
+    obs = batch_from_columns(columns).obs
+    torch.testing.assert_close(target.act(obs, True), source.act(obs, True))
+    with pytest.raises(ValueError, match="header"):
+        deserialize(blob[:4] + b"\xff\xff\xff\xff" + blob[8:])
+
+
+def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str, np.ndarray], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from learner import checkpoint
+
+    batch = batch_from_columns(columns)
+    original = _learner()
+    torch.manual_seed(7)
+    snapshot = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu").policy_tensors()
+    original.set_kl_reference(snapshot, 0.5)  # mid-curriculum: a KL reference and a scaled learning rate
+    original.set_lr_scale(0.5)
+    for _ in range(3):
+        original.update(batch)
+    checkpoint.save(original, tmp_path / "ckpt", weights_version=5)
+    assert b"\x80\x04" not in (tmp_path / "ckpt" / "tensors.safetensors").read_bytes()[:64]
+    resumed = SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(), device="cpu")
+    assert checkpoint.restore(resumed, tmp_path / "ckpt") == 5
+    assert resumed.updates == 3
+    assert resumed.channels.state() == original.channels.state()
+    assert resumed.lr_scale == 0.5 and resumed.learning_rates() == original.learning_rates()
+    assert resumed.kl_weight == 0.5 and resumed.kl_reference_tensors().keys() == snapshot.keys()
+    torch.manual_seed(123)
+    expected = original.update(batch)
+    torch.manual_seed(123)
+    got = resumed.update(batch)
+    assert got == expected  # same networks, optimizer moments, α and counters: the same next step
+    for a, b in zip(original.q1.parameters(), resumed.q1.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
