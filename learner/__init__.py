@@ -1,5 +1,3 @@
-"""Learner: SAC with the shared force/position critic, the SE(3) policy and the curriculum
-controller; publishes weights to the control plane.
-
-Empty until the actor–learner loop lands.
-"""
+"""Learner: the SAC update (shared force/position critic, SE(3) policy, per-channel learning
+rates, behaviour cloning on demonstrations, KL to the previous tier), the curriculum controller,
+and checkpoints. Pure PyTorch: it runs no service and knows no actor."""

@@ -295,7 +295,10 @@ def train(
         (directory / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
         try:
             if serial:
-                report = train_serial(config, directory, on_progress=update)
+                try:
+                    report = train_serial(config, directory, on_progress=update)
+                except ConfigError as exc:
+                    raise _fail(str(exc)) from None
             else:
                 from orchestrator.distributed import RunSetupError, train_distributed
                 from orchestrator.fleet import ActorFailing
@@ -321,8 +324,11 @@ def train(
                     )
                     raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            resume = "" if serial else "; the same command with the same --run-dir resumes from its checkpoint"
-            console.print(f"[yellow]interrupted[/]: the policy and metrics so far are in {directory}{resume}")
+            resumed = "its learner (replay starts empty)" if serial else "its learner and replay"
+            console.print(
+                f"[yellow]interrupted[/]: the policy and metrics so far are in {directory}; the same command "
+                f"with the same --run-dir resumes {resumed} from its checkpoint"
+            )
             raise typer.Exit(130) from None
     console.print(
         f"{report.env_steps:,} env steps, {report.updates:,} updates, weights v{report.weights_version}, "

@@ -18,6 +18,7 @@ import numpy as np
 
 from actors.sim_actor import SimActor
 from actors.trajectory import grasp_signature
+from graspfleet.config import ConfigError
 from graspfleet.spec import observation_spec
 from orchestrator.config import TrainConfig
 from orchestrator.evaluations import EvaluationRequest, run_evaluation
@@ -45,12 +46,29 @@ class InMemoryWeights:
         return (v, self.versions[v]) if v in self.versions else None
 
 
+RAY_ACTOR_FIELDS = (
+    "reconcile_seconds",
+    "actor_failure_limit",
+    "actor_failure_window",
+    "actor_resource",
+    "prefetch_niceness",
+)
+"""Settings of Ray actor processes, which a serial run does not have: set to anything but their
+defaults, a serial run refuses them rather than ignore them."""
+
+
 class SerialBackend:
     """Cells, replay and weights in this process (:class:`orchestrator.loop.Backend`)."""
 
     name = "graspfleet train --serial"
 
     def __init__(self, config: TrainConfig) -> None:
+        for field in RAY_ACTOR_FIELDS:
+            if getattr(config, field) != getattr(TrainConfig, field):
+                raise ConfigError(
+                    f"train.{field}: applies to the Ray actors of a distributed run; a serial run has "
+                    "none (leave it at its default, or train without --serial)"
+                )
         self.config = config
         self.weights = InMemoryWeights()
         self.table = ReplayTable(grasp_signature(observation_spec(config.cell)), config.replay, seed=config.seed)

@@ -37,8 +37,8 @@ class ShardProcess:
         host: str = "127.0.0.1",
         serve: Sequence[str] = SERVE,
     ) -> None:
-        """``serve``: the command after the interpreter (``-m orchestrator.cli replay serve``
-        starts it as the Helm chart does, with the grasp signature and ``--train-config``)."""
+        """``serve``: the command after the interpreter (another entry point that takes the same
+        options, such as an application's alias of ``replay serve``, may stand in)."""
         self.port = port
         self.address = f"{host}:{port}"
         spec = workdir / "replay-signature.json"  # one per run directory, rewritten by each start

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from graspfleet.config import ConfigError
 from graspfleet.weights import deserialize
 from learner import checkpoint
 from learner.curriculum import CurriculumConfig
@@ -17,7 +18,7 @@ from orchestrator.config import TrainConfig
 from orchestrator.distributed import train_distributed
 from orchestrator.loop import TrainReport
 from orchestrator.redis_server import RedisServer
-from orchestrator.serial import train_serial
+from orchestrator.serial import SerialBackend, train_serial
 from tests.helpers import small_train_config
 
 ARTIFACTS = (
@@ -94,3 +95,10 @@ def test_both_backends_write_the_same_files_and_columns(runs: dict[str, tuple[Pa
     assert files[1] - files[0] == DISTRIBUTED_ONLY and files[0] <= files[1]
     history = [list(csv.DictReader((d / "curriculum.csv").open())) for d in (serial, distributed)]
     assert history[0][0]["event"] == history[1][0]["event"] == "start"  # before learning could differ
+
+
+@pytest.mark.parametrize(("field", "value"), [("actor_resource", "sim_slot"), ("prefetch_niceness", 15)])
+def test_a_serial_run_refuses_what_only_ray_actors_have(field: str, value: object) -> None:
+    config = small_train_config(**{field: value})
+    with pytest.raises(ConfigError, match=f"train.{field}: applies to the Ray actors"):
+        SerialBackend(config)
