@@ -1,23 +1,20 @@
 """Announced weights fetched, decoded and installed beside the actor's stepping.
 
-Adopting a version used to take the step that saw its announcement three control-plane round
-trips (the curriculum's tier, the latest version, the 1.5 MB blob) plus the decoding; with eight
-actors sharing a core each of those waits for the scheduler, and in a measured run they added
-0–350 ms to the slowest actor's adoption on top of its wait for a step boundary.
-:class:`WeightPrefetcher` moves them to a thread: it blocks on the announcement channel, fetches
-the announced version, decodes it (safetensors, never unpickling) into the encoder's and the
-policy's state dicts and hands them to the actor's ``install`` (``actors.sim_actor.ActingPolicy``
-swaps them in between two inferences, without waiting for the next step). The curriculum's tier,
-read right after the version is in use, waits in a one-slot holder for the actor's next step,
-which switches the cells. A failed fetch (Redis away, the version already gone) is counted: the
-actor's periodic poll still finds the version.
+:class:`WeightPrefetcher` runs on a thread of its own: it blocks on the announcement channel,
+fetches the announced version, decodes it (safetensors, never unpickling) into the encoder's and
+the policy's state dicts and hands them to the actor's ``install`` (``actors.sim_actor.ActingPolicy``
+swaps them in between two inferences, without waiting for the next step), so no control-plane
+round trip and no decoding happens on the stepping thread. The curriculum's tier, read right after
+the version is in use, waits in a one-slot holder for the actor's next step, which switches the
+cells. A failed fetch (Redis away, the version already gone) is counted; the actor's periodic poll
+still finds the version.
 
 The thread takes a niceness of its own (``train.prefetch_niceness``, 0 by default; Linux keeps
-niceness per thread). Ray runs actors at niceness 15, so a woken prefetch thread used to queue
-behind every actor's stepping thread on the core before it could do its millisecond of work, and
-again for each hand-over of the GIL; at 0 it runs as soon as its notice or its blob arrives and
-takes the GIL at the stepping thread's next release. It sleeps on the channel the rest of the
-time, so the stepping threads lose nothing to it (docs/architecture.md has the measurements).
+niceness per thread): Ray runs actors at niceness 15, where a woken prefetch thread would queue
+behind every actor's stepping thread on the core for its millisecond of work, and again for each
+hand-over of the GIL. At 0 it runs as soon as its notice or blob arrives; it sleeps on the channel
+the rest of the time, so the stepping threads lose nothing to it (the measurements are in
+docs/experiments/2026-12-02-whole-system.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -366,14 +366,14 @@ class TrainingLoop:
 
     # evaluations -----------------------------------------------------------------------------
 
-    def request(self, kind: str) -> None:
+    def request(self, kind: Literal["evaluation", "validation"]) -> None:
         """Ask for an evaluation (or a validation) of the latest published version on the current tier."""
         generation = 0 if self.curriculum is None else self.curriculum.generation
         at = self.now()
         self.validations_requested += kind == "validation"
         self.backend.submit(
             EvaluationRequest(
-                kind,  # type: ignore[arg-type]
+                kind,
                 self.version,
                 self.tier,
                 generation,
