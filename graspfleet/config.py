@@ -8,8 +8,13 @@ range raises :class:`ConfigError` naming the dotted path of the offending field.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
 import math
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -210,3 +215,41 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of dataclass ``cls`` (a string literal right after
+    a field's annotation), by field name; fields without one are left out."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for field, following in itertools.pairwise(body):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[field.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def describe(obj: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every leaf key of config dataclass ``obj`` as ``(dotted key, value, docstring)``, nested
+    configs expanded: what ``--set key=value`` accepts, with what each key means."""
+    rows: list[tuple[str, Any, str]] = []
+    cls: type = type(obj)
+    docs = field_docs(cls)
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, Range):
+            rows += describe(value, f"{key}.")
+        else:
+            rows.append((key, to_mapping(value), docs.get(field.name, "")))
+    return rows

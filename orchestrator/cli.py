@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graspfleet import __version__
-from graspfleet.config import ConfigError, from_mapping, load, merge_overrides, to_mapping
+from graspfleet.config import ConfigError, describe, from_mapping, load, merge_overrides, to_mapping
 from graspfleet.interfaces import BackendUnavailable, make_backend
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.runner import RunSummary, run_episodes
@@ -198,8 +198,29 @@ def show_config(
     tier: Annotated[str, typer.Option(help="Tier whose config to show.")] = "T0",
     config_file: ConfigOption = None,
     overrides: SetOption = None,
+    keys: Annotated[
+        bool,
+        typer.Option(
+            "--keys", help="List every key of the training config (`graspfleet train --set`): value and meaning."
+        ),
+    ] = False,
 ) -> None:
-    """Print the resolved configuration (defaults, file, overrides) as YAML."""
+    """Print the resolved configuration (defaults, file, overrides) as YAML; --keys: the training
+    config's keys with their values and what each means."""
+    if keys:
+        from orchestrator.config import TrainConfig
+
+        try:
+            config = load(TrainConfig, config_file, overrides or [])
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        table = Table(title="graspfleet train --set KEY=VALUE", show_edge=False)
+        for column in ("key", "value", "meaning"):
+            table.add_column(column, overflow="fold")
+        for key, value, doc in describe(config):
+            table.add_row(key, json.dumps(value), doc)
+        console.print(table)
+        return
     try:
         cell_config, tier_config = resolve_config(tier, config_file, overrides)
     except ConfigError as exc:

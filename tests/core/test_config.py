@@ -81,3 +81,28 @@ def test_tier_refuses_unknown_shape_and_too_few_distinct_targets() -> None:
         dataclasses.replace(TIERS["T0"], shapes=("pyramid",))
     with pytest.raises(ConfigError, match="distinct"):
         dataclasses.replace(TIERS["T0"], num_objects=3)
+
+
+def test_describe_lists_every_leaf_key_with_its_docstring() -> None:
+    from graspfleet.config import describe
+    from orchestrator.config import TrainConfig
+
+    rows = {key: (value, doc) for key, value, doc in describe(TrainConfig())}
+    assert rows["cells"] == (8, "Grasp cells per actor.")
+    assert rows["replay.capacity"][0] == 200_000 and "oldest are removed first" in rows["replay.capacity"][1]
+    assert rows["cell.reward.position_weight"][0] == 0.6  # nested sections expand to dotted keys
+    assert "cell" not in rows and "replay" not in rows  # sections are not leaves
+    assert all(key.count(".") <= 3 for key in rows)
+
+
+def test_config_keys_prints_the_training_config_with_overrides() -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["config", "--keys", "--set", "cells=3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.split()[:1] == ["cells"])
+    assert "3" in line and "Grasp cells per actor." in line
+    bad = CliRunner().invoke(app, ["config", "--keys", "--set", "no_such_key=1"])
+    assert bad.exit_code != 0 and "no_such_key" in bad.output
