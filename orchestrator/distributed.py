@@ -191,29 +191,6 @@ def learner_threads(config: TrainConfig, local_cluster: bool, cores: int | None 
     return max(1, cores - min(config.actors, cores // 2))
 
 
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where a distributed run's parts run (the command line's, not the config's: the same config
-    trains on a laptop and on a cluster)."""
-
-    shards: int = 2
-    """Replay shards the run starts (ignored with ``replay``)."""
-    redis_url: str | None = None
-    """An existing control plane (default: a private ``redis-server`` in the run directory)."""
-    address: str | None = None
-    """A Ray cluster to join (default: a local one)."""
-    metrics_port: int | None = None
-    """Port of the learner's /metrics endpoint (default: a free one)."""
-    host: str | None = None
-    """The address the private Redis, the shards and /metrics bind and are reached at: loopback
-    on a local cluster, this node's Ray address when joining one."""
-    replay: tuple[str, ...] = ()
-    """Addresses of running shards (``graspfleet replay serve --train-config``, as the Helm chart
-    runs them) to use instead of starting ``shards`` of its own."""
-    steps_per_call: int = 20
-    """Steps each actor's cells make per call the driver hands it."""
-
-
 def start_run_shards(
     stack: contextlib.ExitStack, config: TrainConfig, run_dir: Path, count: int, host: str, plane: ControlPlane
 ) -> tuple[list[ShardProcess], list[int]]:
@@ -535,24 +512,30 @@ def train_distributed(
     on_progress: Callable[[dict[str, float]], None] | None = None,
     on_start: Callable[[DistributedRun], None] | None = None,
 ) -> TrainReport:
-    """Start (or join) the run's parts (placed as :class:`Placement` says of each argument), then
-    run the training loop on them until the actors report ``config.env_steps`` environment steps
-    (or ``time_budget``, ``target_success``, an operator's stop)."""
-    placement = Placement(shards, redis_url, address, metrics_port, host, tuple(replay or ()), steps_per_call)
+    """Start (or join) the run's parts, then run the training loop on them until the actors report
+    ``config.env_steps`` environment steps (or ``time_budget``, ``target_success``, an operator's stop).
+
+    ``shards``: replay shards to start (ignored with ``replay``); ``redis_url``: an existing control
+    plane (default: a private ``redis-server`` in the run directory); ``address``: a Ray cluster to
+    join (default: a local one); ``metrics_port``: the learner's /metrics port (default: a free
+    one); ``host``: the address the private Redis, the shards and /metrics bind and are reached at
+    (loopback on a local cluster, this node's Ray address when joining one); ``replay``: addresses
+    of running shards (``graspfleet replay serve --train-config``, as the Helm chart runs them) to
+    use instead of starting any; ``steps_per_call``: steps each actor's cells make per call."""
+    running_shards = list(replay or ())
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = LearnerMetrics()
     with contextlib.ExitStack() as stack:
         if not ray.is_initialized():
             # "local": a cluster of our own, even where a `ray start` cluster runs on this machine
-            address = placement.address or "local"
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
             stack.callback(ray.shutdown)
-        threads = learner_threads(config, local_cluster=placement.address is None)
+        threads = learner_threads(config, local_cluster=address is None)
         if threads is not None:
             stack.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
         metrics.threads.set(torch.get_num_threads())
-        host = placement.host or ("127.0.0.1" if placement.address is None else this_node_address())
+        host = host or ("127.0.0.1" if address is None else this_node_address())
         if redis_url is None:
             redis_url = stack.enter_context(RedisServer(directory=run_dir / "redis", host=host)).url
         plane = ControlPlane(
@@ -566,10 +549,10 @@ def train_distributed(
         metrics_port = metrics_port or free_port()
         start_http_server(metrics_port, addr=host, registry=metrics.registry)
         shard_processes, shard_metrics_ports = start_run_shards(
-            stack, config, run_dir, 0 if placement.replay else placement.shards, host, plane
+            stack, config, run_dir, 0 if running_shards else shards, host, plane
         )
-        addresses = list(placement.replay) or [s.address for s in shard_processes]
-        check_running_shards(config, placement.replay, plane)
+        addresses = running_shards or [s.address for s in shard_processes]
+        check_running_shards(config, running_shards, plane)
         stack.enter_context(  # stops before the shards do
             ShardSupervisor(
                 addresses,
@@ -591,7 +574,7 @@ def train_distributed(
             metrics,
             (host, metrics_port),
             shard_metrics_ports,
-            placement.steps_per_call,
+            steps_per_call,
         )
         loop = TrainingLoop(config, backend, run_dir, metrics, on_progress)
         backend.start_fleet(resumed=loop.resumed >= 0)

@@ -32,6 +32,8 @@ class SealedChunk(NamedTuple):
     """The first row's step within its episode."""
     columns: dict[str, np.ndarray]
     end_of_episode: bool
+    outcome: Any = None
+    """What the writer passed to ``end_episode`` for the episode's last chunk (None otherwise)."""
 
 
 class Chunker:
@@ -68,8 +70,9 @@ class Chunker:
             raise InvalidStep(f"step: missing column {missing[0]!r}")
         self._add(step)
 
-    def end_episode(self, final_observation: Mapping[str, Any]) -> None:
-        """Close the episode with its final observation (the extra row) and seal its last chunk."""
+    def end_episode(self, final_observation: Mapping[str, Any], outcome: Any = None) -> None:
+        """Close the episode with its final observation (the extra row) and seal its last chunk,
+        which carries ``outcome``."""
         missing = [c for c in self.signature.observation_columns if c not in final_observation]
         if missing:
             raise InvalidStep(f"final_observation: missing column {missing[0]!r}")
@@ -79,7 +82,7 @@ class Chunker:
                 for c in self.signature.columns
             }
         )
-        self._seal(end_of_episode=True)
+        self._seal(end_of_episode=True, outcome=outcome)
         self.episode_id += 1
         self._offset = 0
 
@@ -91,19 +94,19 @@ class Chunker:
     def _add(self, step: Mapping[str, Any]) -> None:
         if self._rows == self.chunk_length:
             self._seal(end_of_episode=False)
+        values = {name: np.asarray(step[name]) for name in self._buffers}
+        for name, buffer in self._buffers.items():  # all checked before any is written
+            if values[name].shape != buffer.shape[1:]:
+                raise InvalidStep(f"step[{name}]: expected shape {buffer.shape[1:]}, got {values[name].shape}")
         for name, buffer in self._buffers.items():
-            value = np.asarray(step[name])
-            if value.shape != buffer.shape[1:]:
-                raise InvalidStep(f"step[{name}]: expected shape {buffer.shape[1:]}, got {value.shape}")
-        for name, buffer in self._buffers.items():
-            buffer[self._rows] = step[name]
+            buffer[self._rows] = values[name]
         self._rows += 1
         self.appended += 1
 
-    def _seal(self, end_of_episode: bool) -> None:
+    def _seal(self, end_of_episode: bool, outcome: Any = None) -> None:
         rows = self._rows
         columns = {name: buffer[:rows] for name, buffer in self._buffers.items()}
-        chunk = SealedChunk(self.episode_id, self._offset, columns, end_of_episode)
+        chunk = SealedChunk(self.episode_id, self._offset, columns, end_of_episode, outcome)
         self._offset += rows
         self._rows = 0
         self.on_chunk(chunk)

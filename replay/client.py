@@ -194,8 +194,6 @@ class ReplayWriter:
         self.timeout = timeout
         self.tier = 0
         self.policy_version = 0
-        self._outcome: pb.EpisodeOutcome | None = None
-        """The outcome the episode's last chunk carries (set by ``end_episode``)."""
         self._chunker = Chunker(
             self.signature, chunk_length, self._seal, episode_id=int(uuid.uuid4().int & 0x7FFFFFFFFFFF)
         )
@@ -238,13 +236,10 @@ class ReplayWriter:
     def end_episode(self, final_observation: Mapping[str, Any], outcome: pb.EpisodeOutcome | None = None) -> None:
         """Close the episode with its final observation (the ``is_last`` step) and start another."""
         self._raise_error()
-        self._outcome = outcome
         try:
-            self._chunker.end_episode(final_observation)
+            self._chunker.end_episode(final_observation, outcome)
         except InvalidStep as exc:
             raise InvalidTrajectory(str(exc)) from None
-        finally:
-            self._outcome = None
 
     @property
     def episode_id(self) -> int:
@@ -345,8 +340,8 @@ class ReplayWriter:
             policy_version=self.policy_version,
             end_of_episode=sealed.end_of_episode,
         )
-        if sealed.end_of_episode and self._outcome is not None:
-            message.outcome.CopyFrom(self._outcome)
+        if sealed.outcome is not None:
+            message.outcome.CopyFrom(sealed.outcome)
         for name, column in sealed.columns.items():
             encode(column, message.columns.add(name=name).tensor)
         rows = len(next(iter(sealed.columns.values())))
