@@ -9,7 +9,7 @@ the version is in use, waits in a one-slot holder for the actor's next step, whi
 cells. A failed fetch (Redis away, the version already gone) is counted; the actor's periodic poll
 still finds the version.
 
-The thread takes a niceness of its own (``train.prefetch_niceness``, 0 by default; Linux keeps
+The thread takes a niceness of its own (``operations.prefetch_niceness``, 0 by default; Linux keeps
 niceness per thread): Ray runs actors at niceness 15, where a woken prefetch thread would queue
 behind every actor's stepping thread on the core for its millisecond of work, and again for each
 hand-over of the GIL. At 0 it runs as soon as its notice or blob arrives; it sleeps on the channel

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 # this file's directory would shadow the `replay` package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from graspfleet.config import load  # noqa: E402
+from graspfleet.config import load, replace_keys  # noqa: E402
 from graspfleet.sim.tiers import TIER_ORDER  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.serial import train_serial  # noqa: E402
@@ -36,17 +35,17 @@ from orchestrator.serial import train_serial  # noqa: E402
 
 def one_run(args: argparse.Namespace) -> dict[str, object]:
     """The child: one training run with the curriculum; its summary."""
-    loaded = load(TrainConfig, None, args.set)
-    config = dataclasses.replace(
-        loaded,
-        tier=args.start_tier,
-        env_steps=10**9,
-        time_budget=args.minutes * 60,
-        seed=args.seed,
-        device="cpu",
-        curriculum=dataclasses.replace(
-            loaded.curriculum, enabled=True, kl_weight=args.kl_weight if args.kl_weight is not None else 0.0
-        ),
+    config = replace_keys(
+        load(TrainConfig, None, args.set),
+        {
+            "tier": args.start_tier,
+            "budget.env_steps": 10**9,
+            "budget.seconds": args.minutes * 60,
+            "seed": args.seed,
+            "learning.device": "cpu",
+            "curriculum.enabled": True,
+            "curriculum.kl_weight": args.kl_weight if args.kl_weight is not None else 0.0,
+        },
     )
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)

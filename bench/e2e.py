@@ -17,7 +17,7 @@ Measured in one run, on this machine, one after another (nothing else running):
    per second that reached replay, learner updates per second, weight-sync latency (a version's
    publication until every actor runs it, p50/p99), and the cores each role kept busy (CPU
    time from ``/proc``: learner, actors, shards, Redis, Ray's daemons); once with the learner on
-   the cores its actors leave it (``train.learner_threads``' default on one machine), once on
+   the cores its actors leave it (``learning.threads``' default on one machine), once on
    every core, and once with the same cells in ``--compact-actors`` actor processes (32 cells as
    2 × 16 rather than 8 × 4: fewer processes time-slicing a core, inference batched wider);
 5. **RLlib SAC** (new API stack) on ``graspfleet/GraspCellCartesian-v0`` with a
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -54,12 +53,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from graspfleet.actions.cartesian import cartesian_action_bounds  # noqa: E402
+from graspfleet.config import replace_keys  # noqa: E402
 from graspfleet.sim.batch import GraspCellBatch  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
 from graspfleet.spec import OBSERVATION_KEYS, observation_spec  # noqa: E402
-from learner.curriculum import CurriculumConfig  # noqa: E402
 from learner.sac import Batch  # noqa: E402
-from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.config import LearningConfig, TrainConfig  # noqa: E402
 from orchestrator.learning import make_learner  # noqa: E402
 from orchestrator.serial import InMemoryWeights  # noqa: E402
 
@@ -99,14 +98,16 @@ def cpu_seconds_by_role() -> dict[str, float]:
 
 
 def bare_cell_steps_per_second(config: TrainConfig, seconds: float) -> float:
-    """Control steps/s of ``config.cells`` cells stepped with hold actions in this process."""
-    batch = GraspCellBatch(config.cell, get_tier(config.tier), config.cells, seed=0)
+    """Control steps/s of ``actors.cells`` cells stepped with hold actions in this process."""
+    batch = GraspCellBatch(config.cell, get_tier(config.tier), config.actors.cells, seed=0)
     obs, _ = batch.reset(seed=0)
-    hold = np.concatenate([obs["proprio"][:, :6].astype(np.float64), np.full((config.cells, 2), [0.09, 5.0])], axis=1)
+    hold = np.concatenate(
+        [obs["proprio"][:, :6].astype(np.float64), np.full((config.actors.cells, 2), [0.09, 5.0])], axis=1
+    )
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         batch.step(hold)
-        steps += config.cells
+        steps += config.actors.cells
     return steps / (time.perf_counter() - start)
 
 
@@ -141,7 +142,7 @@ def plain_updates_per_second(config: TrainConfig, seconds: float) -> tuple[float
     """SAC updates per second and per CPU-second of the same learner on random tensors, nothing
     else running."""
     learner = make_learner(config, device="cpu")
-    batch = random_batch(config, config.batch_size)
+    batch = random_batch(config, config.learning.batch_size)
     for _ in range(3):
         learner.update(batch)
     updates, start, cpu = 0, time.perf_counter(), time.process_time()
@@ -190,9 +191,12 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list
             "bench-actor",
             config.cell,
             config.tier,
-            config.cells,
+            config.actors.cells,
             sink_factory=lambda name: ReplayWriter(
-                shards, name, chunk_length=config.chunk_length, max_pending_chunks=config.writer_max_pending_chunks
+                shards,
+                name,
+                chunk_length=config.actors.chunk_length,
+                max_pending_chunks=config.actors.writer_max_pending_chunks,
             ),
             weights=weights,
             network=config.network,
@@ -205,7 +209,7 @@ def actor_steps_per_cpu_second(config: TrainConfig, seconds: float, shards: list
         steps, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             actor.step()
-            steps += config.cells
+            steps += config.actors.cells
         for sink in actor.sinks:
             sink.flush()  # the steps counted reached the shards
         rate = steps / (time.process_time() - cpu)
@@ -223,7 +227,7 @@ def learner_on_replay_updates_per_second(config: TrainConfig, seconds: float, sh
     from replay.client import ReplaySampler
 
     learner = make_learner(config, device="cpu")
-    with ReplaySampler(shards, config.batch_size, prefetch=4, n_step=config.sac.n_step) as sampler:
+    with ReplaySampler(shards, config.learning.batch_size, prefetch=4, n_step=config.sac.n_step) as sampler:
 
         def update() -> None:
             sampled = sampler.sample()
@@ -254,7 +258,7 @@ def graspfleet_figures(config: TrainConfig, seconds: float, warmup: float) -> di
 
     try:
         report = train_distributed(
-            dataclasses.replace(config, time_budget=warmup + seconds),
+            replace_keys(config, {"budget.seconds": warmup + seconds}),
             run_dir,
             shards=2,
             on_progress=progress,
@@ -301,7 +305,9 @@ def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
                 num_env_runners=0,
                 env_to_module_connector=flatten_observations,
             )
-            .training(train_batch_size_per_learner=config.batch_size, num_steps_sampled_before_learning_starts=1000)
+            .training(
+                train_batch_size_per_learner=config.learning.batch_size, num_steps_sampled_before_learning_starts=1000
+            )
             # short iterations (RLlib's default is ≥ 100 sampled steps each), so the clock is read often
             .reporting(min_sample_timesteps_per_iteration=10, min_time_s_per_iteration=0)
             .build_algo()
@@ -322,7 +328,7 @@ def rllib_figures(config: TrainConfig, seconds: float) -> dict[str, float]:
             if elapsed >= seconds:
                 return {
                     "env_steps_per_s": (sampled - env_steps) / elapsed,
-                    "updates_per_s": (trained - updates) / config.batch_size / elapsed,
+                    "updates_per_s": (trained - updates) / config.learning.batch_size / elapsed,
                 }
     finally:
         ray.shutdown()
@@ -343,23 +349,25 @@ def main() -> None:
     parser.add_argument(
         "--publish-every",
         type=int,
-        default=TrainConfig().publish_every,
+        default=LearningConfig.publish_every,
         help="learner updates between weight versions (fewer: more versions to time the sync on)",
     )
     args = parser.parse_args()
-    # updates_per_step=0 turns the shards' rate limiters off: actors and learner both run flat out,
+    # learning.updates_per_step=0 turns the shards' rate limiters off: actors and learner both run flat out,
     # so the figures are the data plane's and the learner's capacity, not a chosen ratio; the
     # curriculum's validations are off, so nothing but training shares the cores
-    config = dataclasses.replace(
+    config = replace_keys(
         TrainConfig(),
-        curriculum=CurriculumConfig(enabled=False),
-        actors=args.actors,
-        cells=args.cells,
-        device="cpu",
-        env_steps=10**9,
-        min_replay=2_000,
-        updates_per_step=0.0,
-        publish_every=args.publish_every,
+        {
+            "curriculum.enabled": False,
+            "actors.count": args.actors,
+            "actors.cells": args.cells,
+            "learning.device": "cpu",
+            "budget.env_steps": 10**9,
+            "learning.min_replay": 2_000,
+            "learning.updates_per_step": 0.0,
+            "learning.publish_every": args.publish_every,
+        },
     )
     cores = os.cpu_count() or 1
     bare = bare_cell_steps_per_second(config, min(args.seconds, 20))
@@ -391,15 +399,17 @@ def main() -> None:
         torch.set_num_threads(threads)
     fleet = graspfleet_figures(config, args.seconds, args.warmup)
     print(f"graspfleet (learner on {run_threads} threads): {fleet}", flush=True)
-    # the same run with the learner on every core (what it took before train.learner_threads)
-    every_core = graspfleet_figures(dataclasses.replace(config, learner_threads=cores), args.seconds, args.warmup)
+    # the same run with the learner on every core (what it took before learning.threads)
+    every_core = graspfleet_figures(replace_keys(config, {"learning.threads": cores}), args.seconds, args.warmup)
     print(f"graspfleet (learner on every core): {every_core}", flush=True)
     every_core_cores = every_core.pop("cores_used")
     compact: dict[str, Any] = {}
     if args.compact_actors:
         cells = args.actors * args.cells // args.compact_actors
         compact = graspfleet_figures(
-            dataclasses.replace(config, actors=args.compact_actors, cells=cells), args.seconds, args.warmup
+            replace_keys(config, {"actors.count": args.compact_actors, "actors.cells": cells}),
+            args.seconds,
+            args.warmup,
         )
         print(f"graspfleet ({args.compact_actors} actors x {cells} cells): {compact}", flush=True)
         compact_cores = compact.pop("cores_used")
@@ -427,8 +437,8 @@ def main() -> None:
                 "learner_threads": run_threads,
                 "actors": args.actors,
                 "cells_per_actor": args.cells,
-                "batch_size": config.batch_size,
-                "publish_every": config.publish_every,
+                "batch_size": config.learning.batch_size,
+                "publish_every": config.learning.publish_every,
                 "bare_cell_steps_per_s": round(bare, 1),
                 "actor_alone_steps_per_cpu_s": round(actor_alone, 1),
                 "plain_sac_updates_per_s": round(plain, 2),

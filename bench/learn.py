@@ -3,7 +3,7 @@
 The serial loop (one process: the actor's cells, the replay table and the learner take turns,
 so the learner's update rate is what this 2-core machine gives one process) trains from
 randomly initialized networks, with the scripted expert's demonstrations mixed into the batches
-(``train.demonstrations``, the method's behaviour-cloning warm start). Every ``--evaluate-every``
+(``learning.demonstrations``, the method's behaviour-cloning warm start). Every ``--evaluate-every``
 updates the deterministic policy is evaluated on ``--episodes`` fresh episodes. The run goes on for
 ``--after-target`` more evaluations once one reaches ``--target`` (to show whether it stays
 there), or stops at the time budget.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import shutil
 import sys
@@ -31,9 +30,9 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from actors.evaluation import evaluate  # noqa: E402
-from graspfleet.config import load  # noqa: E402
+from graspfleet.config import load, replace_keys  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
-from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.config import LearningConfig, TrainConfig  # noqa: E402
 from orchestrator.serial import train_serial  # noqa: E402
 
 
@@ -46,27 +45,28 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="episodes per evaluation")
     parser.add_argument("--fresh-episodes", type=int, default=200, help="episodes re-evaluating the best policy")
     parser.add_argument("--evaluate-every", type=int, default=750, help="learner updates between evaluations")
-    parser.add_argument("--updates-per-step", type=float, default=TrainConfig.updates_per_step)
-    parser.add_argument("--demonstrations", type=int, default=TrainConfig.demonstrations)
+    parser.add_argument("--updates-per-step", type=float, default=LearningConfig.updates_per_step)
+    parser.add_argument("--demonstrations", type=int, default=LearningConfig.demonstrations)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-learn"))
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
     args = parser.parse_args()
 
-    loaded = load(TrainConfig, None, args.set)
-    config = dataclasses.replace(
-        loaded,
-        tier=args.tier,
-        # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
-        curriculum=dataclasses.replace(loaded.curriculum, enabled=False),
-        env_steps=10**9,
-        time_budget=args.minutes * 60,
-        evaluate_every=args.evaluate_every,
-        evaluate_episodes=args.episodes,
-        updates_per_step=args.updates_per_step,
-        demonstrations=args.demonstrations,
-        seed=args.seed,
-        device="cpu",
+    config = replace_keys(
+        load(TrainConfig, None, args.set),
+        {
+            "tier": args.tier,
+            # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
+            "curriculum.enabled": False,
+            "budget.env_steps": 10**9,
+            "budget.seconds": args.minutes * 60,
+            "evaluation.every": args.evaluate_every,
+            "evaluation.episodes": args.episodes,
+            "learning.updates_per_step": args.updates_per_step,
+            "learning.demonstrations": args.demonstrations,
+            "learning.device": "cpu",
+            "seed": args.seed,
+        },
     )
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
@@ -127,7 +127,7 @@ def main() -> None:
                 "success_after_target": (
                     [e["success_rate"] for e in evaluations[first + 1 :]] if first is not None else []
                 ),
-                "demonstration_episodes": config.demonstrations,
+                "demonstration_episodes": config.learning.demonstrations,
                 "final_success_rate": final["success_rate"] if final else None,
                 "final_interval": [final["ci_low"], final["ci_high"]] if final else None,
                 "best_policy": best,

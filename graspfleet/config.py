@@ -141,14 +141,22 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types.
 
     Fields missing from ``data`` keep their defaults. Errors from the dataclass's own
-    validation are re-raised with the dotted ``path`` prepended.
+    validation are re-raised with the dotted ``path`` prepended. A dataclass may name keys it no
+    longer has in a ``MOVED_KEYS`` class attribute (old key → new dotted path): such a key is
+    refused with its new path.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
     prefix = f"{path}." if path else ""
+    moved: Mapping[str, str] = getattr(cls, "MOVED_KEYS", {})
+    for key, value in data.items():
+        # a moved key may share its old name with a section now (``actors`` → ``actors.count``)
+        is_section = key in fields and dataclasses.is_dataclass(hints[key]) and hints[key] is not Range
+        if key in moved and (key not in fields or (is_section and not isinstance(value, Mapping))):
+            raise ConfigError(f"config key {prefix}{key} has moved: it is {prefix}{moved[key]} now")
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]} (known keys of {cls.__name__}: {', '.join(sorted(fields))})"
@@ -198,8 +206,24 @@ def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return merged
 
 
+def replace_keys(obj: T, changes: Mapping[str, Any]) -> T:
+    """Config dataclass ``obj`` with the values of dotted keys changed (``{"learning.batch_size":
+    64}``), validated as :func:`from_mapping` validates a file: a key it does not have is refused."""
+    data = to_mapping(obj)
+    for key, value in changes.items():
+        *sections, leaf = key.split(".")
+        node = data
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                raise ConfigError(f"{key}: {section} is not a section of {type(obj).__name__}")
+            node = node[section]
+        node[leaf] = to_mapping(value)
+    return from_mapping(type(obj), data)
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from an optional YAML file, then apply ``key.path=value`` overrides."""
+    """Load ``cls`` from an optional YAML file, then apply ``key.path=value`` overrides; an error
+    that the file alone has is prefixed with its path."""
     data: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text())
@@ -208,7 +232,16 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded
-    return from_mapping(cls, merge_overrides(data, overrides))
+    try:
+        return from_mapping(cls, merge_overrides(data, overrides))
+    except ConfigError:
+        if path is None:
+            raise
+    try:  # is the file itself at fault (then its error names it), or an override?
+        from_mapping(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return from_mapping(cls, merge_overrides(data, overrides))  # raises the override's error
 
 
 def require(condition: bool, message: str) -> None:
@@ -253,3 +286,29 @@ def describe(obj: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
         else:
             rows.append((key, to_mapping(value), docs.get(field.name, "")))
     return rows
+
+
+def _comment(text: str, indent: str, width: int = 100) -> list[str]:
+    wrapped = textwrap.wrap(text, max(40, width - len(indent) - 2), break_long_words=False, break_on_hyphens=False)
+    return [f"{indent}# {line}" for line in wrapped]
+
+
+def commented_yaml(obj: Any, indent: str = "") -> str:
+    """Config dataclass ``obj`` as YAML that :func:`load` reads back to ``obj``, each section
+    headed by its class docstring and each key by its field docstring, as comments: a config file
+    that documents itself."""
+    lines: list[str] = []
+    cls: type = type(obj)
+    docs = field_docs(cls)
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, Range):
+            summary = (inspect.getdoc(type(value)) or "").split("\n\n")[0]
+            lines += ["", *_comment(" ".join(summary.split()), indent), f"{indent}{field.name}:"]
+            lines.append(commented_yaml(value, indent + "  ").rstrip("\n"))
+            continue
+        if field.name in docs:
+            lines += _comment(docs[field.name], indent)
+        flow = yaml.safe_dump(to_mapping(value), default_flow_style=True, width=10**6).strip()
+        lines.append(f"{indent}{field.name}: {flow.removesuffix('...').strip()}")
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -43,8 +43,9 @@ class SACConfig:
     min_lr: float = 1e-5
     bc_weight: float = 1.0
     """Weight of the behaviour-cloning term on demonstration transitions, relative to the batch's
-    mean |Q| (TD3+BC's λ = 1). The method's warm start uses 0.1; measured here, 0.1 and 0.4 let the
-    policy fall back once RL took over (docs/architecture.md) …"""
+    mean |Q| (TD3+BC's λ = 1). The method's warm start uses 0.1 (method.md §6); with this cell's
+    demonstrations 0.1 and 0.4 let the policy fall back once RL takes over
+    (docs/experiments/2026-11-learning-on-T0.md) …"""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
     demo_fraction: float = 0.5
@@ -52,9 +53,9 @@ class SACConfig:
     policy_averaging: float = 0.01
     """Polyak rate of the acting policy: actors, evaluations and published weights use an
     exponential moving average of the encoder and policy weights over ~1/rate updates, not the
-    last SGD iterate. On T0 the iterate's success swung between ~10 % and ~90 % from one
-    evaluation to the next (a near-deterministic task makes every episode fail the same way);
-    1.0 acts with the raw iterate."""
+    last SGD iterate, whose success on a near-deterministic task swings from one evaluation to
+    the next (every episode fails the same way; docs/experiments/2026-11-learning-on-T0.md). 1.0
+    acts with the raw iterate."""
     max_grad_norm: float = 100.0
     """Global clip of each network's gradient norm (a backstop, not the per-channel control)."""
 

@@ -1,8 +1,9 @@
 """What one Ray actor process runs: a :class:`SimActor` fed by Redis weights and gRPC replay writers.
 
 The class is plain; :func:`orchestrator.distributed.train_distributed` makes it remote. It is
-built from plain data (a config mapping, addresses, names), so nothing but Ray's own actor
-bookkeeping is pickled; trajectories travel over gRPC and weights as safetensors through Redis.
+built from plain data (its :class:`ActorSettings` as a mapping, addresses, names), so nothing but
+Ray's own actor bookkeeping is pickled; trajectories travel over gRPC and weights as safetensors
+through Redis.
 """
 
 from __future__ import annotations
@@ -17,15 +18,51 @@ from typing import Any, ClassVar
 import ray
 import torch
 
+from actors.exploration import ExplorationConfig
 from actors.sim_actor import SimActor
 from actors.trajectory import grasp_signature
+from graspfleet.actions.config import ActionConfig
 from graspfleet.config import from_mapping
 from graspfleet.interfaces import EpisodeOutcome
+from graspfleet.networks import NetworkConfig
 from graspfleet.sim.batch import OUTCOMES
+from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
-from orchestrator.config import TrainConfig
+from orchestrator.config import ActorsConfig, TrainConfig
 from orchestrator.control_plane import ControlPlane
 from replay.client import HashRing, ReplayWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorSettings:
+    """What an actor process takes of the run config: its cells, actions, networks, exploration,
+    the ``actors`` section, and the operations setting it applies to itself."""
+
+    tier: str
+    """The tier its cells start on (with ``follow_curriculum``, the control plane's tier wins)."""
+    follow_curriculum: bool
+    """Whether the actor reads the curriculum's tier from the control plane."""
+    prefetch_niceness: int | None
+    """``operations.prefetch_niceness``."""
+    actors: ActorsConfig
+    cell: CellConfig
+    action: ActionConfig
+    network: NetworkConfig
+    exploration: ExplorationConfig
+
+    @classmethod
+    def of_run(cls, config: TrainConfig) -> ActorSettings:
+        """The settings of every actor of a run with ``config``."""
+        return cls(
+            tier=config.tier,
+            follow_curriculum=config.curriculum.enabled,
+            prefetch_niceness=config.operations.prefetch_niceness,
+            actors=config.actors,
+            cell=config.cell,
+            action=config.action,
+            network=config.network,
+            exploration=config.exploration,
+        )
 
 
 class ActorMetrics:
@@ -125,9 +162,12 @@ class ActorWorker:
     """A SimActor plus its control-plane connection; ``run(steps)`` returns what happened."""
 
     def __init__(
-        self, actor_id: str, config: dict[str, Any], redis_url: str, run: str, shards: list[str], seed: int
+        self, actor_id: str, settings: dict[str, Any], redis_url: str, run: str, shards: list[str], seed: int
     ) -> None:
-        train = from_mapping(TrainConfig, config)
+        """``settings``: an :class:`ActorSettings` as plain data (``to_mapping``); ``shards``: the
+        replay shards' addresses; ``seed``: the seed of the actor's cells and exploration."""
+        config = from_mapping(ActorSettings, settings)
+        actors = config.actors
         # many actors share a node's cores with the learner: one thread each for batched inference
         torch.set_num_threads(1)
         self.plane = ControlPlane(redis_url, run)
@@ -138,31 +178,31 @@ class ActorWorker:
         # the table signature follows from the config (the launcher checked the shards serve it), so
         # building the writers asks no shard anything: an actor whose shard is down or slow to answer
         # starts stepping, and its writers hold the chunks until the shard takes them
-        signature = grasp_signature(observation_spec(train.cell))
+        signature = grasp_signature(observation_spec(config.cell))
         self.actor = SimActor(
             actor_id,
-            train.cell,
-            train.tier,
-            train.cells,
+            config.cell,
+            config.tier,
+            actors.cells,
             sink_factory=lambda name: ReplayWriter(
                 [shard_order[next(cells) % len(shard_order)]],
                 name,
                 signature=signature,
-                chunk_length=train.chunk_length,
-                max_pending_chunks=train.writer_max_pending_chunks,
-                max_retained_bytes=int(train.writer_max_retained_mb * 2**20),
+                chunk_length=actors.chunk_length,
+                max_pending_chunks=actors.writer_max_pending_chunks,
+                max_retained_bytes=int(actors.writer_max_retained_mb * 2**20),
             ),
             weights=self.plane,
-            network=train.network,
-            exploration=train.exploration,
-            action=train.action,
+            network=config.network,
+            exploration=config.exploration,
+            action=config.action,
             seed=seed,
-            version_check_every=train.version_check_every,
+            version_check_every=actors.version_check_every,
             announcements=self.plane.weight_notifications(),
-            tiers=self.plane if train.curriculum.enabled else None,
-            prefetch_niceness=train.prefetch_niceness,
+            tiers=self.plane if config.follow_curriculum else None,
+            prefetch_niceness=config.prefetch_niceness,
         )
-        self.metrics = ActorMetrics(actor_id, train.success_window)
+        self.metrics = ActorMetrics(actor_id, actors.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         """The Ray node this actor runs on."""
         self.retries_reported = 0

@@ -13,9 +13,10 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from graspfleet import __version__
-from graspfleet.config import ConfigError, describe, from_mapping, load, merge_overrides, to_mapping
+from graspfleet.config import ConfigError, commented_yaml, describe, from_mapping, load, merge_overrides, to_mapping
 from graspfleet.interfaces import BackendUnavailable, make_backend
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.runner import RunSummary, run_episodes
@@ -34,23 +35,51 @@ class PolicyName(enum.StrEnum):
     random = "random"
 
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="YAML file with `cell:` and `tier:` sections.",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-SetOption = Annotated[
+def _config_file_option(help_text: str) -> Any:
+    return typer.Option("--config", "-c", help=help_text, exists=True, dir_okay=False)
+
+
+SimConfigOption = Annotated[Path | None, _config_file_option("YAML file with `cell:` and `tier:` sections.")]
+SimSetOption = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
         help="Override one value, e.g. `cell.physics.control_substeps=10` or `tier.modality_dropout=0.3`.",
     ),
 ]
+TrainConfigOption = Annotated[
+    Path | None,
+    _config_file_option(
+        "YAML run config: any of the sections `graspfleet config` prints (the rest keep their defaults)."
+    ),
+]
+TrainSetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override one key of the run config, e.g. `learning.batch_size=128` or `actors.count=4` "
+        "(`graspfleet config --keys` lists them).",
+    ),
+]
+
+
+def _train_config_help() -> str:
+    """The epilog of ``graspfleet train --help``: the run config's sections and the keys of the
+    run's own sections, each with its field docstring (the component sections are listed by name;
+    ``graspfleet config --keys`` shows their keys)."""
+    from orchestrator.config import SECTIONS, TrainConfig
+
+    defaults = TrainConfig()
+    own = ("budget", "learning", "actors", "evaluation", "operations")
+    paragraphs = ["[bold]The run config[/] (`--config FILE`, `--set KEY=VALUE`; defaults shown):"]
+    paragraphs += [f"[cyan]{key}[/] = {json.dumps(value)}: {doc}" for key, value, doc in describe(defaults)
+                   if "." not in key]  # fmt: skip
+    for section in own:
+        paragraphs += [f"[cyan]{key}[/] = {json.dumps(value)}: {doc}" for key, value, doc in
+                       describe(getattr(defaults, section), f"{section}.")]  # fmt: skip
+    others = ", ".join(section for section in SECTIONS if section not in own)
+    paragraphs.append(f"Component sections {others}: `graspfleet config --keys` lists every key with its meaning.")
+    return "\n\n".join(paragraphs)
 
 
 def resolve_config(tier: str, config_file: Path | None, overrides: list[str] | None) -> tuple[CellConfig, TierConfig]:
@@ -90,9 +119,12 @@ def sim(
     backend: Annotated[
         str, typer.Option(help="Simulator backend: mujoco (or isaacgym, not available here).")
     ] = "mujoco",
-    config_file: ConfigOption = None,
-    overrides: SetOption = None,
+    config_file: SimConfigOption = None,
+    overrides: SimSetOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Show the resolved cell and tier config as YAML and exit.")
+    ] = False,
 ) -> None:
     """Run grasp cells with a scripted or random policy, through the safe action pipeline, and
     show what happens (success and outcome rates, holds, out-of-bounds proposals, steps/s)."""
@@ -101,6 +133,9 @@ def sim(
 
     try:
         cell_config, tier_config = resolve_config(tier, config_file, overrides)
+        if print_config:
+            print(yaml.safe_dump({"cell": to_mapping(cell_config), "tier": to_mapping(tier_config)}, sort_keys=False))
+            return
         batch = CartesianBackend(make_backend(backend, cell_config, tier_config, cells, seed=seed), cell_config)
     except (ConfigError, BackendUnavailable, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -195,40 +230,53 @@ def tiers() -> None:
 
 @app.command("config")
 def show_config(
-    tier: Annotated[str, typer.Option(help="Tier whose config to show.")] = "T0",
-    config_file: ConfigOption = None,
-    overrides: SetOption = None,
+    config_file: TrainConfigOption = None,
+    overrides: TrainSetOption = None,
+    section: Annotated[str | None, typer.Option(help="Show only this section (e.g. learning, actors, sac).")] = None,
     keys: Annotated[
         bool,
-        typer.Option(
-            "--keys", help="List every key of the training config (`graspfleet train --set`): value and meaning."
-        ),
+        typer.Option("--keys", help="A table of every key (`graspfleet train --set KEY=VALUE`): value and meaning."),
     ] = False,
 ) -> None:
-    """Print the resolved configuration (defaults, file, overrides) as YAML; --keys: the training
-    config's keys with their values and what each means."""
-    if keys:
-        from orchestrator.config import TrainConfig
+    """Print the run config of `graspfleet train` (defaults, then --config, then --set) as YAML
+    that documents itself: every section and key with what it means, in units; --config takes it
+    back as it is. --keys: the same as a table of dotted keys."""
+    from orchestrator.config import SECTIONS, TrainConfig
 
-        try:
-            config = load(TrainConfig, config_file, overrides or [])
-        except ConfigError as exc:
-            raise _fail(str(exc)) from None
+    try:
+        config: Any = load(TrainConfig, config_file, overrides or [])
+        if section is not None:
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown section {section!r} (sections: {', '.join(SECTIONS)})")
+            config = getattr(config, section)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    prefix = "" if section is None else f"{section}."
+    if keys:
         table = Table(title="graspfleet train --set KEY=VALUE", show_edge=False)
         for column in ("key", "value", "meaning"):
             table.add_column(column, overflow="fold")
-        for key, value, doc in describe(config):
+        for key, value, doc in describe(config, prefix):
             table.add_row(key, json.dumps(value), doc)
         console.print(table)
         return
-    try:
-        cell_config, tier_config = resolve_config(tier, config_file, overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    print(yaml.safe_dump({"cell": to_mapping(cell_config), "tier": to_mapping(tier_config)}, sort_keys=False))
+    print(commented_yaml(config) if section is None else f"{section}:\n" + commented_yaml(config, "  "), end="")
 
 
-@app.command()
+class _TrainCommand(TyperCommand):
+    """``graspfleet train``: its ``--help`` epilog is the run config's documentation, built when
+    shown (building it imports the configs' modules, torch among them)."""
+
+    @property
+    def epilog(self) -> str:
+        return _train_config_help()
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
+
+
+@app.command(cls=_TrainCommand)
 def train(
     serial: Annotated[
         bool, typer.Option("--serial", help="Run the whole loop in this process (no Ray, no network).")
@@ -236,9 +284,11 @@ def train(
     tier: Annotated[str | None, typer.Option(help="Difficulty tier (default from the config: T0).")] = None,
     env_steps: Annotated[int | None, typer.Option(help="Budget of environment steps.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where metrics and the final policy go.")] = None,
-    config_file: ConfigOption = None,
-    overrides: SetOption = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Show the resolved config and exit.")] = False,
+    config_file: TrainConfigOption = None,
+    overrides: TrainSetOption = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Show the resolved run config (as `graspfleet config`) and exit.")
+    ] = False,
     shards: Annotated[int, typer.Option(min=1, help="Replay shards to start (distributed mode).")] = 2,
     redis: Annotated[
         str | None,
@@ -270,21 +320,19 @@ def train(
     if tier is not None:
         extra.append(f"tier={tier}")
     if env_steps is not None:
-        extra.append(f"env_steps={env_steps}")
+        extra.append(f"budget.env_steps={env_steps}")
     try:
         config = load(TrainConfig, config_file, extra)
-        get_tier(config.tier)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if print_config:
-        print(yaml.safe_dump(to_mapping(config), sort_keys=False))
+        print(commented_yaml(config), end="")
         return
     directory = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     shard_count = f"{len(replay)} running shards" if replay else f"{shards} shards"
-    mode = "--serial" if serial else f"({config.actors} actors × {config.cells} cells, {shard_count})"
-    console.print(
-        f"[bold]graspfleet train[/] {mode} tier [cyan]{config.tier}[/], {config.env_steps:,} env steps → {directory}"
-    )
+    mode = "--serial" if serial else f"({config.actors.count} actors × {config.actors.cells} cells, {shard_count})"
+    budget = f"{config.budget.env_steps:,} env steps"
+    console.print(f"[bold]graspfleet train[/] {mode} tier [cyan]{config.tier}[/], {budget} → {directory}")
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -293,7 +341,7 @@ def train(
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("env steps", total=config.env_steps, stats="filling replay")
+        task = progress.add_task("env steps", total=config.budget.env_steps, stats="filling replay")
 
         def update(row: dict[str, float]) -> None:
             if "eval_success_rate" in row:
@@ -313,7 +361,7 @@ def train(
             )
 
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+        (directory / "config.yaml").write_text(commented_yaml(config))
         try:
             if serial:
                 try:

@@ -47,7 +47,7 @@ from graspfleet.config import to_mapping
 from graspfleet.interfaces import EpisodeOutcome
 from graspfleet.ports import free_port
 from graspfleet.spec import observation_spec
-from orchestrator.actor_worker import ActorWorker
+from orchestrator.actor_worker import ActorSettings, ActorWorker
 from orchestrator.config import TrainConfig, demonstration_rows
 from orchestrator.control_plane import ControlPlane
 from orchestrator.curriculum import CURRICULUM_STREAM
@@ -166,29 +166,29 @@ def prometheus_targets(
 def shard_options(config: TrainConfig, shards: int) -> dict[str, int | float | str]:
     """The ``graspfleet replay serve`` options (capacity, sampler, minimum size, rate limiter)
     each of ``shards`` shards of a run of ``config`` needs."""
-    replay_rows = config.batch_size - demonstration_rows(config)  # what one update samples from replay
+    replay_rows = config.learning.batch_size - demonstration_rows(config)  # what one update samples from replay
     return {
         "capacity": config.replay.capacity,
         "sampler": config.replay.sampler,
         "priority_exponent": config.replay.priority_exponent,
         "importance_exponent": config.replay.importance_exponent,
         # each shard holds about 1/shards of the data: its minimum is that share
-        "min_size": max(1, config.min_replay // shards),
+        "min_size": max(1, config.learning.min_replay // shards),
         # the rate limiter holds the update-to-data ratio: sampled rows per inserted step
-        "samples_per_insert": replay_rows * config.updates_per_step / config.cells,
+        "samples_per_insert": replay_rows * config.learning.updates_per_step / config.actors.cells,
         "error_buffer": RATE_LIMIT_SLACK_UPDATES * replay_rows / shards,
     }
 
 
 def learner_threads(config: TrainConfig, local_cluster: bool, cores: int | None = None) -> int | None:
-    """The intra-op threads the learner of a distributed run takes (``train.learner_threads``);
+    """The intra-op threads the learner of a distributed run takes (``learning.threads``);
     None: leave torch's default (every core)."""
-    if config.learner_threads:
-        return config.learner_threads
+    if config.learning.threads:
+        return config.learning.threads
     if not local_cluster:
         return None
     cores = cores or os.cpu_count() or 1
-    return max(1, cores - min(config.actors, cores // 2))
+    return max(1, cores - min(config.actors.count, cores // 2))
 
 
 def start_run_shards(
@@ -300,41 +300,43 @@ class DistributedBackend:
             run_dir, plane.run, self.host, self.metrics_port, shard_metrics_ports, self.ray_endpoints
         )
         stack.callback(self.targets.unlink, missing_ok=True)  # a finished run is no longer scraped
-        resources: dict[str, float] = {config.actor_resource: 1.0} if config.actor_resource else {}
+        resources: dict[str, float] = (
+            {config.operations.actor_resource: 1.0} if config.operations.actor_resource else {}
+        )
         options: dict[str, Any] = {"concurrency_groups": ACTOR_CONCURRENCY}  # (not in ray.remote's typed overloads)
         remote: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, resources=resources, **options)(
             ActorWorker
         )
-        plain = to_mapping(config)
+        settings = to_mapping(ActorSettings.of_run(config))
 
         def start_actor(actor_id: str, index: int) -> Any:
-            return remote.remote(actor_id, plain, redis_url, plane.run, addresses, config.seed + index)
+            return remote.remote(actor_id, settings, redis_url, plane.run, addresses, config.seed + index)
 
         self.fleet = ActorFleet(
             start_actor,
             steps_per_call,
-            close_timeout=config.drain_timeout,
-            failure_limit=config.actor_failure_limit,
-            failure_window=config.actor_failure_window,
+            close_timeout=config.operations.drain_timeout,
+            failure_limit=config.operations.actor_failure_limit,
+            failure_window=config.operations.actor_failure_window,
         )
         stack.callback(self.fleet.kill_all)
         self.evaluator: Any = None
-        if config.curriculum.enabled or config.evaluate_every:
+        if config.curriculum.enabled or config.evaluation.every:
             self.evaluator = ray.remote(max_restarts=-1, num_cpus=0)(EvaluationWorker).remote(
-                plain, redis_url, plane.run
+                to_mapping(config), redis_url, plane.run
             )
             stack.callback(lambda: ray.kill(self.evaluator))
         self.evaluations: list[tuple[EvaluationRequest, Any]] = []
         self.sampler = stack.enter_context(
             ReplaySampler(
-                addresses, config.batch_size - demonstration_rows(config), prefetch=4, n_step=config.sac.n_step
+                addresses, config.learning.batch_size - demonstration_rows(config), prefetch=4, n_step=config.sac.n_step
             )
         )
 
     def start_fleet(self, resumed: bool) -> None:
-        """A fresh run starts with ``config.actors``; a resumed one keeps what operators scaled it to."""
+        """A fresh run starts with ``actors.count``; a resumed one keeps what operators scaled it to."""
         if not resumed or self.plane.desired_actors(ACTOR_KIND) is None:
-            self.plane.set_desired_actors(self.config.actors, ACTOR_KIND)
+            self.plane.set_desired_actors(self.config.actors.count, ACTOR_KIND)
 
     # weights, tier, status -------------------------------------------------------------------
 
@@ -362,9 +364,9 @@ class DistributedBackend:
             self.stop_asked = True
             return
         desired = self.plane.desired_actors(ACTOR_KIND)
-        desired = self.config.actors if desired is None else desired
+        desired = self.config.actors.count if desired is None else desired
         self.fleet.scale(desired)
-        resource = self.config.actor_resource
+        resource = self.config.operations.actor_resource
         if resource and self.resources_requested_for != desired:
             request_resources(bundles=[{resource: 1.0}] * desired)
             self.resources_requested_for = desired
@@ -372,7 +374,7 @@ class DistributedBackend:
 
     def collect(self) -> Collected:
         """Reconcile when due, then take the actors' finished reports and the fleet's lifecycle changes."""
-        if not self.stopping and time.perf_counter() - self.reconciled >= self.config.reconcile_seconds:
+        if not self.stopping and time.perf_counter() - self.reconciled >= self.config.operations.reconcile_seconds:
             self.reconcile()
             self.reconciled = time.perf_counter()
         try:
@@ -447,7 +449,7 @@ class DistributedBackend:
     def replay_ready(self, env_steps: int) -> bool:
         """Whether the actors reported ``min_replay`` steps; waits 50 ms when not (actors step
         only when the loop hands them work, so there is nothing else to do)."""
-        if env_steps >= self.config.min_replay:
+        if env_steps >= self.config.learning.min_replay:
             return True
         time.sleep(0.05)
         return False
@@ -513,7 +515,7 @@ def train_distributed(
     on_start: Callable[[DistributedRun], None] | None = None,
 ) -> TrainReport:
     """Start (or join) the run's parts, then run the training loop on them until the actors report
-    ``config.env_steps`` environment steps (or ``time_budget``, ``target_success``, an operator's stop).
+    ``budget.env_steps`` environment steps (or ``budget.seconds``, ``evaluation.target_success``, an operator's stop).
 
     ``shards``: replay shards to start (ignored with ``replay``); ``redis_url``: an existing control
     plane (default: a private ``redis-server`` in the run directory); ``address``: a Ray cluster to
@@ -561,7 +563,7 @@ def train_distributed(
                 metrics.shards_up,
                 metrics.shard_restarts,
                 on_event=plane.append_event,
-                interval=config.reconcile_seconds,
+                interval=config.operations.reconcile_seconds,
             )
         )
         backend = DistributedBackend(

@@ -48,7 +48,7 @@ def run_evaluation(config: TrainConfig, blob: bytes, request: EvaluationRequest)
         blob,
         config.cell,
         get_tier(request.tier),
-        config.curriculum.validation_episodes if validation else config.evaluate_episodes,
+        config.curriculum.validation_episodes if validation else config.evaluation.episodes,
         seed=config.seed + (VALIDATION_SEED_OFFSET + request.weights_version if validation else EVALUATION_SEED_OFFSET),
         network=config.network,
         action=config.action,

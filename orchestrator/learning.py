@@ -28,7 +28,7 @@ def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:
         cartesian_action_bounds(config.cell, config.action),
         config.network,
         config.sac,
-        config.device if device is None else device,
+        config.learning.device if device is None else device,
     )
 
 
@@ -55,9 +55,9 @@ class DemonstrationBatches:
             self.config.cell,
             get_tier(tier),
             self.config.action,
-            self.config.demonstrations,
+            self.config.learning.demonstrations,
             seed=self.config.seed + 10_000 + TIER_ORDER.index(tier),
-            chunk_length=self.config.chunk_length,
+            chunk_length=self.config.actors.chunk_length,
         )
         self.tier, self.table = tier, demos.table
         self.steps += demos.env_steps

@@ -3,7 +3,8 @@
 :class:`TrainingLoop` owns the order of a run: collect the actors' steps and finished episodes
 (feeding the curriculum's gate) → sample → update → new priorities → checkpoint → publish a
 weights version and a progress row → ask for evaluations and validations → take their results
-(best policy, rollbacks, ``target_success``) → at the end, drain the actors, save and plot.
+(best policy, rollbacks, ``evaluation.target_success``) → at the end, drain the actors, save and
+plot.
 
 A :class:`Backend` is where the cells, replay and weights live:
 
@@ -142,10 +143,10 @@ class TrainReport:
 
 
 class TrainingLoop:
-    """One training run over ``backend`` until ``env_steps``, ``time_budget``, ``target_success``
-    or an operator's stop; ``run_dir`` (optional for the serial backend) receives the artifacts
-    (:mod:`orchestrator.artifacts`) and the learner's checkpoints, and a run started on a
-    directory that holds a checkpoint resumes from it."""
+    """One training run over ``backend`` until its budget (``budget.env_steps``, ``budget.seconds``),
+    ``evaluation.target_success`` or an operator's stop; ``run_dir`` (optional for the serial
+    backend) receives the artifacts (:mod:`orchestrator.artifacts`) and the learner's checkpoints,
+    and a run started on a directory that holds a checkpoint resumes from it."""
 
     def __init__(
         self,
@@ -177,7 +178,7 @@ class TrainingLoop:
         self.last_published_at = time.perf_counter()
         self.validations_requested = self.validations_finished = 0
         self.progress = Progress(
-            None if run_dir is None else run_dir / "metrics.csv", config.success_window, self.start
+            None if run_dir is None else run_dir / "metrics.csv", config.actors.success_window, self.start
         )
         self.evaluations = CsvLog(None if run_dir is None else run_dir / "evaluations.csv")
         self.best = BestPolicy(run_dir, resume=self.resumed >= 0)
@@ -253,10 +254,10 @@ class TrainingLoop:
 
     def finished(self) -> bool:
         config = self.config
-        target = config.target_success
+        target = config.evaluation.target_success
         return (
-            self.env_steps >= config.env_steps
-            or (config.time_budget is not None and time.perf_counter() - self.start >= config.time_budget)
+            self.env_steps >= config.budget.env_steps
+            or (config.budget.seconds is not None and time.perf_counter() - self.start >= config.budget.seconds)
             or (
                 target is not None
                 and bool(self.evaluations.rows)
@@ -320,7 +321,7 @@ class TrainingLoop:
         """One update on a sampled batch and what follows it; False if replay gave no batch."""
         config, learner, metrics = self.config, self.learner, self.metrics
         waited = time.perf_counter()
-        sample = self.backend.sample(config.batch_size - self.demonstrations.size)
+        sample = self.backend.sample(config.learning.batch_size - self.demonstrations.size)
         metrics.sample_wait.inc(time.perf_counter() - waited)
         if sample is None:
             return False
@@ -333,11 +334,11 @@ class TrainingLoop:
         metrics.updates.inc()
         metrics.show_update(self.last_update)
         updates = learner.updates
-        if updates % config.checkpoint_every == 0:
+        if updates % config.learning.checkpoint_every == 0:
             self.checkpoint()
-        if updates % config.publish_every == 0:
+        if updates % config.learning.publish_every == 0:
             self.publish_progress()
-        if config.evaluate_every and updates % config.evaluate_every == 0:
+        if config.evaluation.every and updates % config.evaluation.every == 0:
             self.request("evaluation")
         curriculum = self.curriculum
         if curriculum is not None and not self.validation_pending() and curriculum.validation_due(updates):
@@ -347,7 +348,9 @@ class TrainingLoop:
 
     def publish_progress(self) -> None:
         published_at = time.perf_counter()
-        self.metrics.updates_per_second.set(self.config.publish_every / (published_at - self.last_published_at))
+        self.metrics.updates_per_second.set(
+            self.config.learning.publish_every / (published_at - self.last_published_at)
+        )
         self.last_published_at = published_at
         self.publish()
         self.backend.set_state(weights_version=self.version, updates=self.learner.updates, env_steps=self.env_steps)
@@ -422,9 +425,9 @@ class TrainingLoop:
 
     def drain(self) -> None:
         """Every actor flushes what it streamed before it stops, and evaluations under way finish
-        (the policy they evaluate may be the run's best), within ``drain_timeout``."""
+        (the policy they evaluate may be the run's best), within ``operations.drain_timeout``."""
         self.backend.stop_actors()
-        deadline = time.perf_counter() + self.config.drain_timeout
+        deadline = time.perf_counter() + self.config.operations.drain_timeout
         while (self.backend.actors_stopping() or self.backend.pending_evaluations()) and time.perf_counter() < deadline:
             self.account(self.backend.collect())
             self.take_evaluations()

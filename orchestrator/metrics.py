@@ -67,7 +67,7 @@ class LearnerMetrics:
             registry=r,
         )
         self.threads = Gauge(
-            "graspfleet_learner_threads", "Intra-op threads of the learner (train.learner_threads)", registry=r
+            "graspfleet_learner_threads", "Intra-op threads of the learner (learning.threads)", registry=r
         )
         self.actor_restarts = Counter("graspfleet_actor_restarts", "Actor processes found restarted", registry=r)
         self.actors_desired = Gauge(

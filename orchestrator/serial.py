@@ -20,7 +20,7 @@ from actors.sim_actor import SimActor
 from actors.trajectory import grasp_signature
 from graspfleet.config import ConfigError
 from graspfleet.spec import observation_spec
-from orchestrator.config import TrainConfig
+from orchestrator.config import OperationsConfig, TrainConfig
 from orchestrator.evaluations import EvaluationRequest, run_evaluation
 from orchestrator.loop import Collected, TrainingLoop, TrainReport
 from replay.local import TableSink
@@ -46,27 +46,16 @@ class InMemoryWeights:
         return (v, self.versions[v]) if v in self.versions else None
 
 
-RAY_ACTOR_FIELDS = (
-    "reconcile_seconds",
-    "actor_failure_limit",
-    "actor_failure_window",
-    "actor_resource",
-    "prefetch_niceness",
-)
-"""Settings of Ray actor processes, which a serial run does not have: set to anything but their
-defaults, a serial run refuses them rather than ignore them."""
-
-
 class SerialBackend:
     """Cells, replay and weights in this process (:class:`orchestrator.loop.Backend`)."""
 
     name = "graspfleet train --serial"
 
     def __init__(self, config: TrainConfig) -> None:
-        for field in RAY_ACTOR_FIELDS:
-            if getattr(config, field) != getattr(TrainConfig, field):
+        for field in OperationsConfig.RAY_ONLY:
+            if getattr(config.operations, field) != getattr(OperationsConfig, field):
                 raise ConfigError(
-                    f"train.{field}: applies to the Ray actors of a distributed run; a serial run has "
+                    f"operations.{field}: applies to the Ray actors of a distributed run; a serial run has "
                     "none (leave it at its default, or train without --serial)"
                 )
         self.config = config
@@ -77,16 +66,16 @@ class SerialBackend:
                 f"actor-{k}",
                 config.cell,
                 config.tier,
-                config.cells,
-                sink_factory=lambda name: TableSink(self.table, name, config.chunk_length),
+                config.actors.cells,
+                sink_factory=lambda name: TableSink(self.table, name, config.actors.chunk_length),
                 weights=self.weights,
                 network=config.network,
                 exploration=config.exploration,
                 action=config.action,
                 seed=config.seed + k,
-                version_check_every=config.version_check_every,
+                version_check_every=config.actors.version_check_every,
             )
-            for k in range(config.actors)
+            for k in range(config.actors.count)
         ]
         self.stopped = False
         self.pending_updates = 0.0
@@ -123,10 +112,10 @@ class SerialBackend:
         return Collected(steps - before[0], episodes - before[1], successes - before[2], outcomes)
 
     def replay_ready(self, env_steps: int) -> bool:
-        return self.table.size >= self.config.min_replay
+        return self.table.size >= self.config.learning.min_replay
 
     def updates_due(self) -> int:
-        self.pending_updates += self.config.updates_per_step * len(self.actors)
+        self.pending_updates += self.config.learning.updates_per_step * len(self.actors)
         due = int(self.pending_updates)
         self.pending_updates -= due
         return due
@@ -175,8 +164,8 @@ class SerialBackend:
 def train_serial(
     config: TrainConfig, run_dir: Path | None = None, on_progress: Callable[[dict[str, float]], None] | None = None
 ) -> TrainReport:
-    """Train in this process until ``config.env_steps`` environment steps (or ``time_budget``,
-    or an evaluation reaching ``target_success``)."""
+    """Train in this process until ``budget.env_steps`` environment steps (or ``budget.seconds``,
+    or an evaluation reaching ``evaluation.target_success``)."""
     backend = SerialBackend(config)
     try:
         return TrainingLoop(config, backend, run_dir, on_progress=on_progress).run()

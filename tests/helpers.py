@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
+from graspfleet.config import from_mapping, to_mapping
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.tiers import get_tier
 from orchestrator.config import TrainConfig
-from replay.config import ShardConfig
 
 
 def make_batch(
@@ -27,38 +28,44 @@ def hold_action(batch: GraspCellBatch, width: float = 0.09, force: float = 20.0)
     return np.tile(np.concatenate([home, [width, force]]), (batch.num_cells, 1))
 
 
-def small_train_config(**overrides: object) -> TrainConfig:
+SMALL_TRAIN: dict[str, dict[str, object]] = {
+    "learning": {"device": "cpu", "batch_size": 16, "publish_every": 5, "demonstrations": 2},
+    "actors": {"chunk_length": 8, "version_check_every": 5},
+    "replay": {"capacity": 20_000, "min_size_to_sample": 1},
+}
+"""The sections :func:`small_train_config` changes from the defaults."""
+
+
+def small_train_config(**sections: object) -> TrainConfig:
     """A training config small enough for a test: CPU, short chunks, frequent publishing and checks,
-    two expert episodes."""
-    defaults: dict[str, object] = {
-        "device": "cpu",
-        "batch_size": 16,
-        "chunk_length": 8,
-        "publish_every": 5,
-        "version_check_every": 5,
-        "demonstrations": 2,
-        "replay": ShardConfig(capacity=20_000, min_size_to_sample=1),
-    }
-    return TrainConfig(**{**defaults, **overrides})  # type: ignore[arg-type]
+    two expert episodes. Each keyword is a section (or ``tier``/``seed``): a mapping of keys updates
+    that section, a config object replaces it, e.g. ``small_train_config(actors={"cells": 2})``."""
+    data: dict[str, object] = {name: dict(values) for name, values in SMALL_TRAIN.items()}
+    for name, value in sections.items():
+        if isinstance(value, Mapping):
+            data[name] = {**data.get(name, {}), **value}  # type: ignore[dict-item]
+        else:
+            data[name] = to_mapping(value)
+    return from_mapping(TrainConfig, data)
 
 
 SMALL_RUN = {
-    "device": "cpu",
-    "cells": 2,
-    "actors": 1,
-    "env_steps": 10_000_000,
-    "min_replay": 40,
-    "batch_size": 16,
-    "chunk_length": 8,
-    "publish_every": 5,
-    "version_check_every": 5,
-    "checkpoint_every": 10,
-    "demonstrations": 2,
+    "learning.device": "cpu",
+    "actors.cells": 2,
+    "actors.count": 1,
+    "budget.env_steps": 10_000_000,
+    "learning.min_replay": 40,
+    "learning.batch_size": 16,
+    "actors.chunk_length": 8,
+    "learning.publish_every": 5,
+    "actors.version_check_every": 5,
+    "learning.checkpoint_every": 10,
+    "learning.demonstrations": 2,
     "replay.capacity": 20_000,
 }
 """``--set`` overrides for a small `graspfleet train` run started from a test (until stopped)."""
 
 
-def small_run_arguments(**changes: object) -> list[str]:
-    """``--set key=value`` arguments for :data:`SMALL_RUN` with ``changes``."""
-    return [arg for key, value in {**SMALL_RUN, **changes}.items() for arg in ("--set", f"{key}={value}")]
+def small_run_arguments(changes: Mapping[str, object] | None = None) -> list[str]:
+    """``--set key=value`` arguments for :data:`SMALL_RUN` with ``changes`` (dotted keys)."""
+    return [arg for key, value in {**SMALL_RUN, **(changes or {})}.items() for arg in ("--set", f"{key}={value}")]

@@ -179,8 +179,8 @@ class RewardConfig:
     """The barrier treats distances below this as this, so it stays finite at the bound (rad)."""
     success_bonus: float = 100.0
     """Paid once when the episode ends in success. Every other step pays up to ~1 of task reward,
-    so a bonus below the value of continuing (≈ 1/(1 − γ) = 100 at γ = 0.99) teaches a learner to
-    dawdle rather than finish: at 10, SAC's success on T0 drifted between 50 % and 80 %."""
+    so the bonus is at least the value of continuing, ≈ 1/(1 − γ) = 100 at γ = 0.99: below it a
+    learner gains by dawdling rather than finishing (docs/experiments/2026-11-learning-on-T0.md)."""
     collision_penalty: float = 1.0
 
     def __post_init__(self) -> None:

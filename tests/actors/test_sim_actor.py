@@ -27,7 +27,7 @@ from graspfleet.sim.config import CellConfig
 from graspfleet.spec import OBSERVATION_KEYS, observation_spec
 from graspfleet.weights import serialize
 from learner.sac import SACLearner
-from orchestrator.actor_worker import ActorWorker
+from orchestrator.actor_worker import ActorSettings, ActorWorker
 from orchestrator.control_plane import ControlPlane
 from orchestrator.redis_server import RedisServer
 from replay.client import ReplaySampler, ReplayWriter, shard_info
@@ -155,6 +155,8 @@ def test_announced_weights_are_fetched_and_swapped_in_beside_the_steps() -> None
             published = time.time()
             plane.publish_weights(1, serialize(learner.policy_tensors(), version=1))
             assert _wait_for(lambda: actor.policy.version == 1)  # in use without a step
+            # the tier is read right after the version is installed: wait for that read too
+            assert _wait_for(lambda: actor.prefetcher._tier is not None)  # type: ignore[union-attr]
             assert weights.fetched_by == ["MainThread", "weight-prefetch"]
             assert actor.tier.name == "T0" and sink.policy_version == 0  # the cells switch at a step
             actor.step()
@@ -245,10 +247,12 @@ def test_an_actor_worker_starts_while_its_shard_is_down_and_streams_once_it_is_u
     (a restart, a slow start), and every step reaches the shard once it listens."""
     port = free_port()
     learner = SACLearner(observation_spec(CELL), cartesian_action_bounds(CELL, ActionConfig()), device="cpu")
-    train = small_train_config(cells=2)
+    train = small_train_config(actors={"cells": 2})
     with RedisServer() as redis_server:
         ControlPlane(redis_server.url, "late-shard").publish_weights(0, serialize(learner.policy_tensors(), 0))
-        worker = ActorWorker("actor-0", to_mapping(train), redis_server.url, "late-shard", [f"127.0.0.1:{port}"], 0)
+        worker = ActorWorker(
+            "actor-0", to_mapping(ActorSettings.of_run(train)), redis_server.url, "late-shard", [f"127.0.0.1:{port}"], 0
+        )
         shard = None
         try:
             assert worker.run(20)["env_steps"] == 40  # nothing listens on the port yet

@@ -88,21 +88,115 @@ def test_describe_lists_every_leaf_key_with_its_docstring() -> None:
     from orchestrator.config import TrainConfig
 
     rows = {key: (value, doc) for key, value, doc in describe(TrainConfig())}
-    assert rows["cells"] == (8, "Grasp cells per actor.")
+    assert rows["actors.cells"][0] == 8 and rows["actors.cells"][1].startswith("Grasp cells per actor")
     assert rows["replay.capacity"][0] == 200_000 and "oldest are removed first" in rows["replay.capacity"][1]
     assert rows["cell.reward.position_weight"][0] == 0.6  # nested sections expand to dotted keys
-    assert "cell" not in rows and "replay" not in rows  # sections are not leaves
+    assert "cell" not in rows and "replay" not in rows and "learning" not in rows  # sections are not leaves
     assert all(key.count(".") <= 3 for key in rows)
 
 
-def test_config_keys_prints_the_training_config_with_overrides() -> None:
+def test_every_key_of_the_run_sections_has_a_docstring() -> None:
+    from graspfleet.config import field_docs
+    from orchestrator.config import ActorsConfig, BudgetConfig, EvaluationConfig, LearningConfig, OperationsConfig
+
+    for section in (BudgetConfig, LearningConfig, ActorsConfig, EvaluationConfig, OperationsConfig):
+        undocumented = {f.name for f in dataclasses.fields(section)} - set(field_docs(section))
+        assert not undocumented, (section.__name__, undocumented)
+
+
+def test_a_moved_key_is_refused_with_its_new_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"config key batch_size has moved: it is learning\.batch_size now"):
+        load(TrainConfig, None, ["batch_size=64"])
+    with pytest.raises(ConfigError, match=r"config key time_budget has moved: it is budget\.seconds now"):
+        from_mapping(TrainConfig, {"time_budget": 60})
+    # ``actors`` was the actor count and is a section now: a number there names the new key
+    with pytest.raises(ConfigError, match=r"config key actors has moved: it is actors\.count now"):
+        load(TrainConfig, None, ["actors=4"])
+    old_file = tmp_path / "old.yaml"
+    old_file.write_text("cells: 16\nsac:\n  gamma: 0.98\n")
+    with pytest.raises(ConfigError, match=r"cells has moved: it is actors\.cells now"):
+        load(TrainConfig, old_file)
+    # the new paths load, and an unknown key is still unknown (not "moved")
+    config = load(TrainConfig, None, ["actors.count=4", "learning.batch_size=64"])
+    assert (config.actors.count, config.learning.batch_size) == (4, 64)
+    with pytest.raises(ConfigError, match=r"unknown config key learning\.batch"):
+        load(TrainConfig, None, ["learning.batch=64"])
+
+
+def test_section_errors_name_their_section() -> None:
+    from orchestrator.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"budget: seconds: must be > 0"):
+        load(TrainConfig, None, ["budget.seconds=0"])
+    with pytest.raises(ConfigError, match=r"operations: prefetch_niceness: must be in \[-20, 19\]"):
+        load(TrainConfig, None, ["operations.prefetch_niceness=40"])
+    with pytest.raises(ConfigError, match="unknown tier 'T9'"):
+        load(TrainConfig, None, ["tier=T9"])
+
+
+def test_commented_yaml_documents_every_key_and_loads_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from graspfleet.config import commented_yaml, describe
+    from orchestrator.config import TrainConfig
+
+    config = load(TrainConfig, None, ["actors.cells=3", "cell.reward.slip_weight=0.2", "budget.seconds=90"])
+    text = commented_yaml(config)
+    (tmp_path / "run.yaml").write_text(text)
+    assert load(TrainConfig, tmp_path / "run.yaml") == config  # what it prints is a config file
+    comments: dict[str, str] = {}  # dotted key -> the comment lines right above it
+    path: list[tuple[int, str]] = []
+    pending: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.removeprefix("# "))
+            continue
+        if stripped:
+            indent = len(line) - len(line.lstrip())
+            path = [(i, name) for i, name in path if i < indent]
+            name = stripped.split(":", 1)[0]
+            comments[".".join([*(n for _, n in path), name])] = " ".join(pending)
+            path.append((indent, name))
+        pending = []
+    for key, _, doc in describe(config):
+        assert comments[key] == doc, key  # every key, headed by its docstring (or nothing)
+    assert yaml.safe_load(text)["actors"]["cells"] == 3
+
+
+def test_config_command_prints_the_run_config_its_keys_and_sections(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
+    from orchestrator.config import TrainConfig
 
-    result = CliRunner().invoke(app, ["config", "--keys", "--set", "cells=3"], env={"COLUMNS": "200"})
+    runner = CliRunner()
+    result = runner.invoke(app, ["config", "--keys", "--set", "actors.cells=3"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    line = next(line for line in result.output.splitlines() if line.split()[:1] == ["cells"])
-    assert "3" in line and "Grasp cells per actor." in line
-    bad = CliRunner().invoke(app, ["config", "--keys", "--set", "no_such_key=1"])
+    line = next(line for line in result.output.splitlines() if line.split()[:1] == ["actors.cells"])
+    assert "3" in line and "Grasp cells per actor" in line
+    bad = runner.invoke(app, ["config", "--keys", "--set", "no_such_key=1"])
     assert bad.exit_code != 0 and "no_such_key" in bad.output
+    moved = runner.invoke(app, ["config", "--set", "env_steps=10"])
+    assert moved.exit_code == 2 and "budget.env_steps" in moved.output
+    printed = runner.invoke(app, ["config", "--set", "learning.publish_every=7"])
+    assert printed.exit_code == 0
+    (tmp_path / "run.yaml").write_text(printed.output)
+    assert load(TrainConfig, tmp_path / "run.yaml").learning.publish_every == 7
+    section = runner.invoke(app, ["config", "--section", "budget"])
+    assert section.exit_code == 0 and section.output.startswith("budget:\n") and "learning" not in section.output
+    assert runner.invoke(app, ["config", "--section", "nope"]).exit_code == 2
+
+
+def test_train_help_documents_the_run_sections_from_their_field_docstrings() -> None:
+    from typer.testing import CliRunner
+
+    from graspfleet.config import field_docs
+    from orchestrator.cli import app
+    from orchestrator.config import LearningConfig
+
+    shown = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output.split())
+    for name, doc in field_docs(LearningConfig).items():
+        assert f"learning.{name}" in shown and doc.replace("``", "`")[:40] in shown.replace("``", "`"), name

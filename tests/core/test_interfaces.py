@@ -91,7 +91,7 @@ def test_cli_random_policy_and_errors() -> None:
     missing = runner.invoke(app, ["sim", "--backend", "isaacgym"])
     assert missing.exit_code == 2 and "isaacgym" in missing.output
     assert runner.invoke(app, ["tiers"]).exit_code == 0
-    shown = runner.invoke(app, ["config", "--tier", "T4"])
+    shown = runner.invoke(app, ["sim", "--print-config", "--tier", "T4"])
     assert shown.exit_code == 0 and "modality_dropout: 0.3" in shown.output
 
 
@@ -109,13 +109,13 @@ def test_cli_train_config_and_modes(tmp_path) -> None:  # type: ignore[no-untype
             "--env-steps",
             "64",
             "--set",
-            "cells=2",
+            "actors.cells=2",
             "--set",
-            "min_replay=16",
+            "learning.min_replay=16",
             "--set",
-            "batch_size=8",
+            "learning.batch_size=8",
             "--set",
-            "device=cpu",
+            "learning.device=cpu",
             "--run-dir",
             str(tmp_path / "r"),
         ],

@@ -22,7 +22,7 @@ COMPONENT = "app.kubernetes.io/component"
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 
 CUSTOM = {
-    "train": {"mode": "cluster", "run": "grasp-t2", "config": {"tier": "T2", "actors": 40, "cells": 4}},
+    "train": {"mode": "cluster", "run": "grasp-t2", "config": {"tier": "T2", "actors": {"count": 40, "cells": 4}}},
     "replay": {"shards": 4},
     "redis": {"existingSecret": "ops-redis", "passwordKey": "password"},
     "ray": {"head": {"gpus": 1}, "simWorkers": {"maxReplicas": 20, "simSlots": 10}},
@@ -150,7 +150,9 @@ def test_the_training_config_in_values_is_a_valid_graspfleet_config(tmp_path: Pa
         text = one(render(values), "ConfigMap", "-train")["data"]["train.yaml"]
         (tmp_path / "train.yaml").write_text(text)
         config = load(TrainConfig, tmp_path / "train.yaml")
-        assert config.actors == (values or DEFAULTS)["train"]["config"]["actors"]
+        expected = (values or DEFAULTS)["train"]["config"]["actors"]
+        assert (config.actors.count, config.actors.cells) == (expected["count"], expected["cells"])
+        assert config.operations.actor_resource == "sim_slot"  # the chart's default, kept under a custom config
 
 
 def test_the_redis_password_is_generated_never_in_values_and_only_in_its_secret() -> None:

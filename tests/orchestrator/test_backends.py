@@ -39,12 +39,10 @@ DISTRIBUTED_ONLY = {"control_plane.json", "replay", "replay-signature.json"}
 
 def shared_config() -> TrainConfig:
     return small_train_config(
-        cells=2,
-        env_steps=500,
-        min_replay=60,
-        checkpoint_every=10,
-        evaluate_every=20,
-        evaluate_episodes=2,
+        actors={"cells": 2},
+        budget={"env_steps": 500},
+        learning={"min_replay": 60, "checkpoint_every": 10},
+        evaluation={"every": 20, "episodes": 2},
         curriculum=CurriculumConfig(validate_every=20, validation_episodes=2),
     )
 
@@ -99,6 +97,6 @@ def test_both_backends_write_the_same_files_and_columns(runs: dict[str, tuple[Pa
 
 @pytest.mark.parametrize(("field", "value"), [("actor_resource", "sim_slot"), ("prefetch_niceness", 15)])
 def test_a_serial_run_refuses_what_only_ray_actors_have(field: str, value: object) -> None:
-    config = small_train_config(**{field: value})
-    with pytest.raises(ConfigError, match=f"train.{field}: applies to the Ray actors"):
+    config = small_train_config(operations={field: value})
+    with pytest.raises(ConfigError, match=f"operations.{field}: applies to the Ray actors"):
         SerialBackend(config)

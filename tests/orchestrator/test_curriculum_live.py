@@ -97,7 +97,7 @@ def test_scripted_outcomes_promote_and_roll_back_and_stream_metrics_and_status_a
         config.cell,
         "T0",
         2,
-        sink_factory=lambda name: TableSink(table, name, config.chunk_length),
+        sink_factory=lambda name: TableSink(table, name, config.actors.chunk_length),
         weights=plane,
         network=config.network,
         action=config.action,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import urllib.request
@@ -25,11 +24,9 @@ from tests.helpers import small_train_config
 
 def test_distributed_run_streams_learns_and_syncs_weights(tmp_path: Path) -> None:
     config = small_train_config(
-        cells=4,
-        actors=2,
-        env_steps=1200,
-        batch_size=32,
-        min_replay=160,
+        actors={"cells": 4, "count": 2},
+        budget={"env_steps": 1200},
+        learning={"batch_size": 32, "min_replay": 160},
         curriculum=CurriculumConfig(validate_every=10, validation_episodes=2),
         replay=ShardConfig(capacity=20_000, min_size_to_sample=1, sampler="prioritized"),
     )
@@ -107,7 +104,9 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
 
     # the run ends when the restart is seen (the budget is only a backstop): restarting a process
     # takes seconds, in which the surviving actor alone could otherwise finish a small budget
-    config = small_train_config(cells=2, actors=2, env_steps=60_000, min_replay=60)
+    config = small_train_config(
+        actors={"cells": 2, "count": 2}, budget={"env_steps": 60_000}, learning={"min_replay": 60}
+    )
     port = free_port()
     started: list[DistributedRun] = []
     killed: list[int] = []
@@ -141,7 +140,9 @@ def test_a_killed_actor_is_restarted_and_streams_again(tmp_path: Path) -> None:
 def test_a_crashed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     from orchestrator.control_plane import ControlPlane
 
-    config = small_train_config(cells=2, actors=1, env_steps=500, min_replay=40, checkpoint_every=10)
+    config = small_train_config(
+        actors={"cells": 2, "count": 1}, budget={"env_steps": 500}, learning={"min_replay": 40, "checkpoint_every": 10}
+    )
     run_dir = tmp_path / "run"
     crashed_at: dict[str, float] = {}
 
@@ -178,7 +179,9 @@ def test_a_run_rides_out_a_redis_restart_and_counts_the_retries(tmp_path: Path) 
 
     # stopped (a drain, as `graspfleet stop`) once it trained, streamed and synced past the outage;
     # the budget is a backstop, so a slow machine only makes it longer
-    config = small_train_config(cells=2, actors=1, env_steps=10_000_000, time_budget=150.0, min_replay=40)
+    config = small_train_config(
+        actors={"cells": 2, "count": 1}, budget={"env_steps": 10_000_000, "seconds": 150.0}, learning={"min_replay": 40}
+    )
     started: list[DistributedRun] = []
     rows: list[dict[str, float]] = []
     outage: list[threading.Thread] = []
@@ -231,7 +234,7 @@ def test_replay_that_does_not_fit_the_config_is_refused_before_the_run_starts(tm
     from replay.process import ShardProcess
     from replay.table import ReplayTable
 
-    config = small_train_config(env_steps=100, replay=ShardConfig(capacity=20_000, sampler="prioritized"))
+    config = small_train_config(budget={"env_steps": 100}, replay=ShardConfig(capacity=20_000, sampler="prioritized"))
     signature = grasp_signature(observation_spec(config.cell))
     if case == "resumed checkpoint":  # the run directory's replay was written with another capacity
         saved = ReplayTable(signature, ShardConfig(capacity=500))
@@ -252,9 +255,10 @@ def test_an_actor_waiting_on_the_rate_limiter_when_the_run_ends_still_flushes_ev
     # the actor produces far more than the learner's ratio admits and its writers hold one chunk
     # each, so whenever the budget ends it is inside a run call, waiting on the shard's limiter
     config = small_train_config(
-        cells=2, actors=1, env_steps=10_000_000, time_budget=12.0, min_replay=40,
-        updates_per_step=4.0, writer_max_pending_chunks=1,
-    )  # fmt: skip
+        actors={"cells": 2, "count": 1, "writer_max_pending_chunks": 1},
+        budget={"env_steps": 10_000_000, "seconds": 12.0},
+        learning={"min_replay": 40, "updates_per_step": 4.0},
+    )
     started: list[DistributedRun] = []
     blocked: list[float] = []
 
@@ -278,9 +282,11 @@ def test_a_killed_replay_shard_is_restarted_from_its_checkpoint_and_nothing_acce
     # the run is stopped as `graspfleet stop` would (a drain) once the restarted shard took 100
     # more steps, so a slow machine only makes it longer (the budget is a backstop)
     config = small_train_config(
-        cells=2, actors=2, env_steps=10_000_000, time_budget=150.0, min_replay=40,
+        actors={"cells": 2, "count": 2},
+        budget={"env_steps": 10_000_000, "seconds": 150.0},
+        learning={"min_replay": 40},
         replay=ShardConfig(capacity=20_000, min_size_to_sample=1, checkpoint_interval=1.0),
-    )  # fmt: skip
+    )
     started: list[DistributedRun] = []
     target: list[int] = []
     """the shard to kill: the first seen holding data (writers map to shards by hashing their id
@@ -339,7 +345,9 @@ def test_an_actor_whose_writer_keeps_failing_is_restarted_until_the_limit_stops_
     from orchestrator.fleet import ActorFailing
     from replay.process import ShardProcess
 
-    config = small_train_config(cells=2, actors=1, env_steps=10_000_000, time_budget=120.0, chunk_length=160)
+    config = small_train_config(
+        actors={"cells": 2, "count": 1, "chunk_length": 160}, budget={"env_steps": 10_000_000, "seconds": 120.0}
+    )
     signature = grasp_signature(observation_spec(config.cell))
     shard = ShardProcess(free_port(), signature, tmp_path, ["--max-message-mb", "1", "--max-chunk-mb", "1"])
     try:
@@ -378,14 +386,14 @@ def test_weight_sync_latency_counts_a_version_once_every_running_actor_runs_it()
 
 
 def test_the_learner_leaves_cores_to_the_actors_on_a_machine_it_shares_with_them() -> None:
-    one, eight = small_train_config(actors=1), small_train_config(actors=8)
+    one, eight = small_train_config(actors={"count": 1}), small_train_config(actors={"count": 8})
     assert learner_threads(one, local_cluster=True, cores=2) == 1
     assert learner_threads(eight, local_cluster=True, cores=2) == 1
     assert learner_threads(one, local_cluster=True, cores=16) == 15
     assert learner_threads(eight, local_cluster=True, cores=16) == 8  # at most half the cores go
     assert learner_threads(one, local_cluster=True, cores=1) == 1
     assert learner_threads(eight, local_cluster=False, cores=16) is None  # actors on other nodes: every core
-    assert learner_threads(dataclasses.replace(one, learner_threads=3), local_cluster=False) == 3
+    assert learner_threads(small_train_config(learning={"threads": 3}), local_cluster=False) == 3
 
 
 @pytest.mark.parametrize("demonstrations", [0, 100])
@@ -393,12 +401,14 @@ def test_the_shards_rate_limiters_hold_the_ratio_the_serial_loop_keeps(demonstra
     """Actor steps go to the shards; the learner takes every update their limiters allow, each
     sampling the batch's replay share from one shard: updates per actor step come out as
     ``updates_per_step``, as in the serial loop, whatever share of the batch demonstrations take."""
-    from orchestrator.config import TrainConfig, demonstration_rows
+    from orchestrator.config import demonstration_rows
     from orchestrator.distributed import shard_options
     from replay.config import ShardConfig
     from replay.rate_limiter import RateLimiter
 
-    config = TrainConfig(cells=8, batch_size=256, updates_per_step=0.5, demonstrations=demonstrations)
+    config = small_train_config(
+        actors={"cells": 8}, learning={"batch_size": 256, "updates_per_step": 0.5, "demonstrations": demonstrations}
+    )
     options = shard_options(config, shards=2)
     limiters = [
         RateLimiter(
@@ -410,13 +420,13 @@ def test_the_shards_rate_limiters_hold_the_ratio_the_serial_loop_keeps(demonstra
         )
         for _ in range(2)
     ]
-    rows = config.batch_size - demonstration_rows(config)
+    rows = config.learning.batch_size - demonstration_rows(config)
     assert rows == (128 if demonstrations else 256)
     actor_steps, updates = 20_000, 0
     for _ in range(actor_steps):
-        for cell in range(config.cells):
+        for cell in range(config.actors.cells):
             limiters[cell % 2].record_insert(1)
         while ready := [limiter for limiter in limiters if limiter.can_sample()]:
             ready[0].record_sample(rows)
             updates += 1
-    assert updates / actor_steps == pytest.approx(config.updates_per_step, rel=0.03)
+    assert updates / actor_steps == pytest.approx(config.learning.updates_per_step, rel=0.03)

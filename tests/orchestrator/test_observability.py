@@ -167,7 +167,7 @@ def test_a_real_prometheus_scrapes_a_local_training_run(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     command = [str(Path(sys.executable).with_name("graspfleet")), "train", "--run-dir", str(run_dir), "--shards", "2"]
-    command += small_run_arguments(actors=2)
+    command += small_run_arguments({"actors.count": 2})
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(server, port)

@@ -105,7 +105,14 @@ def test_actors_scale_2_to_6_to_1_on_two_nodes_while_the_learner_trains(
 ) -> None:
     run_dir = tmp_path / "run"
     metrics_port = free_port()
-    overrides = small_run_arguments(actors=2, actor_resource="sim_slot", reconcile_seconds=0.5, time_budget=420)
+    overrides = small_run_arguments(
+        {
+            "actors.count": 2,
+            "operations.actor_resource": "sim_slot",
+            "operations.reconcile_seconds": 0.5,
+            "budget.seconds": 420,
+        }
+    )
     phases: list[dict[str, float]] = []
     """Each target count reached: the learner's updates then, the counts in the control plane and
     in the served metrics."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from graspfleet.weights import deserialize
 from orchestrator.artifacts import Progress
-from orchestrator.config import TrainConfig, demonstration_rows
+from orchestrator.config import demonstration_rows
 from orchestrator.serial import train_serial
 from replay.config import ShardConfig
 from tests.helpers import small_train_config
@@ -20,13 +19,9 @@ from tests.helpers import small_train_config
 
 def test_serial_run_learns_publishes_and_actors_adopt(tmp_path: Path) -> None:
     config = small_train_config(
-        cells=4,
-        env_steps=600,
-        batch_size=32,
-        updates_per_step=1.0,
-        min_replay=120,
-        publish_every=10,
-        chunk_length=32,
+        actors={"cells": 4, "chunk_length": 32},
+        budget={"env_steps": 600},
+        learning={"batch_size": 32, "updates_per_step": 1.0, "min_replay": 120, "publish_every": 10},
         replay=ShardConfig(capacity=5_000, min_size_to_sample=1, sampler="prioritized"),
     )
     progress: list[dict[str, float]] = []
@@ -49,8 +44,8 @@ def test_config_refuses_nonsense() -> None:
 
     from graspfleet.config import ConfigError
 
-    with pytest.raises(ConfigError, match="batch_size"):
-        dataclasses.replace(TrainConfig(), batch_size=0)
+    with pytest.raises(ConfigError, match="learning: batch_size: must be >= 1"):
+        small_train_config(learning={"batch_size": 0})
 
 
 def test_wilson_interval() -> None:
@@ -70,13 +65,9 @@ def test_cli_eval_runs_a_trained_policy(tmp_path: Path) -> None:
     from orchestrator.cli import app
 
     config = small_train_config(
-        cells=2,
-        env_steps=64,
-        batch_size=8,
-        min_replay=16,
-        chunk_length=32,
-        publish_every=50,
-        version_check_every=25,
+        actors={"cells": 2, "chunk_length": 32, "version_check_every": 25},
+        budget={"env_steps": 64},
+        learning={"batch_size": 8, "min_replay": 16, "publish_every": 50},
         replay=ShardConfig(capacity=2_000, min_size_to_sample=1),
     )
     train_serial(config, tmp_path / "run")
@@ -123,13 +114,10 @@ def test_demonstrations_hold_only_the_experts_successful_episodes() -> None:
 
 def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -> None:
     config = small_train_config(
-        cells=2,
-        env_steps=300,
-        batch_size=16,
-        min_replay=40,
-        updates_per_step=1.0,
-        evaluate_every=60,
-        evaluate_episodes=2,
+        actors={"cells": 2},
+        budget={"env_steps": 300},
+        learning={"batch_size": 16, "min_replay": 40, "updates_per_step": 1.0},
+        evaluation={"every": 60, "episodes": 2},
         replay=ShardConfig(capacity=2_000, min_size_to_sample=1),
     )
     report = train_serial(config, tmp_path / "run")
