@@ -79,13 +79,11 @@ class WeightNotifications:
     def wait(self, timeout: float) -> int | None:
         """The highest version announced since the last call, waiting up to ``timeout`` seconds
         for one when none is there (0: not at all); None when none came. A broken subscription
-        counts as none (after the timeout has passed) and is reopened by the next call."""
+        counts as none (after the timeout has passed) and is reopened at once, or by the next call
+        while Redis is still away: a version published after the call that reopened it reaches it."""
         deadline = time.monotonic() + timeout
         try:
-            if self.pubsub is None:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
-                self.pubsub = pubsub  # set once subscribed: a publish after this reaches it
+            self._subscribe()
             newest = None
             message = self.pubsub.get_message(timeout=timeout)
             while message is not None:
@@ -96,8 +94,16 @@ class WeightNotifications:
             return newest
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.close()
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
+                self._subscribe()
             time.sleep(max(0.0, deadline - time.monotonic()))
             return None
+
+    def _subscribe(self) -> None:
+        if self.pubsub is None:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.channel)
+            self.pubsub = pubsub  # set once subscribed: a publish after this reaches it
 
     def close(self) -> None:
         if self.pubsub is not None:
