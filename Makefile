@@ -93,6 +93,7 @@ bench: setup
 	OMP_NUM_THREADS=1 $(BIN)/python bench/sim.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/safety.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/replay.py
+	$(BIN)/python bench/update.py
 	$(BIN)/python bench/e2e.py --seconds 45 --warmup 25
 	$(BIN)/python bench/learn.py
 	$(BIN)/python bench/curriculum.py

@@ -6,8 +6,9 @@ seed and the same wall-clock budget, one with the KL regularizer at its configur
 one with it off, run side by side (one core each, so they share the machine alike).
 
 Prints a table and, as its last line, JSON with, per variant: the highest tier reached,
-promotions, rollbacks, the rollback rate (rollbacks per promotion: the method's ≈35 % without and
-≈8 % with the regularizer), env steps and updates. Each run directory gets curriculum.csv,
+promotions and rollbacks (and when each came: seconds and updates from the start, and to which
+tier), the rollback rate (rollbacks per promotion: the method's ≈35 % without and ≈8 % with the
+regularizer), env steps and updates. Each run directory gets curriculum.csv,
 curriculum_events.jsonl, tiers.png and the training curves.
 """
 
@@ -63,6 +64,11 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         "final_tier": history[-1]["tier"],
         "promotions": promotions,
         "rollbacks": rollbacks,
+        "tier_changes": [
+            {"seconds": float(r["seconds"]), "updates": int(r["updates"]), "event": r["event"], "tier": r["tier"]}
+            for r in history
+            if r["event"] in ("promotion", "rollback")
+        ],
         "rollback_rate": rollbacks / promotions if promotions else None,
         "regressions": sum(r["event"] == "regression" for r in history),
         "env_steps": report.env_steps,

@@ -9,7 +9,9 @@ updates the deterministic policy is evaluated on ``--episodes`` fresh episodes. 
 there), or stops at the time budget.
 
 Prints, as its last line, JSON with the wall-clock seconds and environment steps to the target
-(null when it was not reached), the evaluations after it, the final success rate with its
+(null when it was not reached), the evaluations after it and whether they held it (``stable``: at
+least ``--stable-evaluations`` of them, none below ``--stable-floor``, their median at the
+target or above), the final success rate with its
 Wilson interval, and the best-evaluated policy (the run's ``best_policy.safetensors``)
 re-evaluated on ``--fresh-episodes`` episodes it was not selected on, since the best of many
 noisy evaluations overstates its own policy. The run directory gets metrics.csv,
@@ -22,6 +24,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,6 +50,10 @@ def main() -> None:
     parser.add_argument("--evaluate-every", type=int, default=750, help="learner updates between evaluations")
     parser.add_argument("--updates-per-step", type=float, default=LearningConfig.updates_per_step)
     parser.add_argument("--demonstrations", type=int, default=LearningConfig.demonstrations)
+    parser.add_argument(
+        "--stable-floor", type=float, default=0.85, help="lowest evaluation a stable run has after the target"
+    )
+    parser.add_argument("--stable-evaluations", type=int, default=8, help="evaluations after the target that judge it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-learn"))
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
@@ -115,6 +122,15 @@ def main() -> None:
     first = next((i for i, e in enumerate(evaluations) if e["success_rate"] >= args.target), None)
     reached = evaluations[first] if first is not None else None
     final = evaluations[-1] if evaluations else None
+    after = [e["success_rate"] for e in evaluations[first + 1 :]] if first is not None else []
+    stability = {
+        "evaluations_after_target": len(after),
+        "lowest": min(after, default=None),
+        "median": statistics.median(after) if after else None,
+        "stable": len(after) >= args.stable_evaluations
+        and min(after) >= args.stable_floor
+        and statistics.median(after) >= args.target,
+    }
     print(
         json.dumps(
             {
@@ -124,9 +140,9 @@ def main() -> None:
                 "seconds_to_target": reached["seconds"] if reached else None,
                 "env_steps_to_target": int(reached["env_steps"]) if reached else None,
                 "updates_to_target": int(reached["updates"]) if reached else None,
-                "success_after_target": (
-                    [e["success_rate"] for e in evaluations[first + 1 :]] if first is not None else []
-                ),
+                "success_after_target": after,
+                "stability": stability,
+                "evaluations": [e["success_rate"] for e in evaluations],
                 "demonstration_episodes": config.learning.demonstrations,
                 "final_success_rate": final["success_rate"] if final else None,
                 "final_interval": [final["ci_low"], final["ci_high"]] if final else None,
@@ -135,6 +151,8 @@ def main() -> None:
                 "seconds": round(seconds, 1),
                 "env_steps": int(final["env_steps"]) if final else 0,
                 "updates": int(final["updates"]) if final else 0,
+                "seed": args.seed,
+                "overrides": args.set,
             }
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from graspfleet.config import require
 from replay.table import MAX_N_STEP
@@ -13,6 +14,11 @@ class SACConfig:
     """The soft actor–critic update with automatic temperature (method.md §4)."""
 
     gamma: float = 0.99
+    reward_scale: float = 1.0
+    """Factor on every reward in the TD target, so Q is in units of scaled return: the critics
+    then fit values of order 1 instead of the cell's ≈ 0–100 (dense terms of ≤ 1 per step and a
+    success bonus of 100 at γ = 0.99). Scale ``initial_alpha`` by the same factor to keep the
+    entropy bonus's weight against the rewards (the temperature's own update is scale-free)."""
     n_step: int = 1
     """Steps of reward in each TD target before it bootstraps from the target critics (n-step
     returns, uncorrected for the policy having changed since, as in Ape-X and D4PG); a target
@@ -58,6 +64,13 @@ class SACConfig:
     acts with the raw iterate."""
     max_grad_norm: float = 100.0
     """Global clip of each network's gradient norm (a backstop, not the per-channel control)."""
+    actor_update_every: int = 1
+    """Critic updates per actor and temperature update (TD3's policy delay; RLPD and SERL take
+    2–4 critic steps per actor step): the actor's share of an update is paid every k-th update."""
+    next_action_latent: Literal["online", "target"] = "online"
+    """Which encoder's latent of the next observation the policy reads to choose the TD target's
+    next action: ``online`` (the encoder being trained: one more encoder pass per update) or
+    ``target`` (the target encoder's, which the target critics read anyway: one pass fewer)."""
 
     def __post_init__(self) -> None:
         require(0 <= self.gamma <= 1, "sac.gamma: must be in [0, 1]")
@@ -68,6 +81,7 @@ class SACConfig:
             "critic_lr",
             "alpha_lr",
             "initial_alpha",
+            "reward_scale",
             "position_grad_threshold",
             "force_grad_threshold",
             "min_lr",
@@ -78,6 +92,11 @@ class SACConfig:
         require(0 <= self.grad_norm_smoothing < 1, "sac.grad_norm_smoothing: must be in [0, 1)")
         require(self.lr_cooldown >= 1, "sac.lr_cooldown: must be >= 1")
         require(self.bc_weight >= 0, "sac.bc_weight: must be >= 0")
+        require(self.actor_update_every >= 1, "sac.actor_update_every: must be >= 1")
+        require(
+            self.next_action_latent in ("online", "target"),
+            f"sac.next_action_latent: expected online or target, got {self.next_action_latent!r}",
+        )
         require(self.bc_updates >= 0, "sac.bc_updates: must be >= 0")
         require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")

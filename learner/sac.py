@@ -17,7 +17,10 @@
   hand-off: BC weight 0.1 for the first ~10k updates).
 
 The encoder learns through the critic loss only (its latent is detached for the actor), the
-usual arrangement for SAC from pixels.
+usual arrangement for SAC from pixels. Two switches trade an update's cost: ``actor_update_every``
+(the actor and temperature step every k-th critic step, TD3's policy delay) and
+``next_action_latent`` (the TD target's next action read from the target encoder's latent, which
+the target critics encode anyway, saving an encoder pass).
 """
 
 from __future__ import annotations
@@ -229,6 +232,8 @@ class SACLearner:
         self.kl_weight = 0.0
         self.kl_reference: tuple[ObservationEncoder, SE3Policy] | None = None
         self.updates = 0
+        self.last_actor_stats: dict[str, float] = {}
+        """What the last actor update measured (reported by the critic updates between actor updates)."""
         self._last_td: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         """The last update's replay rows: both critics' Q and the target (see :attr:`last_td_errors`)."""
 
@@ -308,15 +313,15 @@ class SACLearner:
             batch = concat_batches(batch, demonstrations)
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            next_latent = self.encoder(batch.next_obs)
+            target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
+            next_latent = target_latent if cfg.next_action_latent == "target" else self.encoder(batch.next_obs)
             following = self.policy(next_latent)
-            _, next_state = self._state(self.target_encoder, batch.next_obs)
             next_q = torch.min(
                 self.target_q1(next_state, following.action), self.target_q2(next_state, following.action)
             )
             discounts = cfg.gamma ** torch.arange(batch.reward.shape[1], device=self.device, dtype=torch.float32)
             bootstrap = cfg.gamma**batch.horizon * (1 - batch.terminated)
-            target = batch.reward @ discounts + bootstrap * (next_q - alpha * following.log_prob)
+            target = cfg.reward_scale * (batch.reward @ discounts) + bootstrap * (next_q - alpha * following.log_prob)
 
         latent, state = self._state(self.encoder, batch.obs)
         q1 = self.q1(state, batch.action)
@@ -329,10 +334,36 @@ class SACLearner:
         nn.utils.clip_grad_norm_(self._online, cfg.max_grad_norm, foreach=True)
         self.critic_optimizer.step()
 
-        out = self.policy(latent.detach())
-        detached_state = state.detach()
+        if self.updates % cfg.actor_update_every == 0 or not self.last_actor_stats:  # (a resumed learner's first)
+            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), demos)
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._targets, self._online, cfg.tau)
+            torch._foreach_lerp_(self._acting, self._trained, cfg.policy_averaging)
+        self.updates += 1
+        lrs = self.learning_rates()
+        actor = self.last_actor_stats
+        return {
+            "critic_loss": float(critic_loss.detach()),
+            "actor_loss": actor["actor_loss"],
+            "alpha_loss": actor["alpha_loss"],
+            "alpha": self.alpha,
+            "q_mean": float(q1.detach().mean()),
+            **{key: actor[key] for key in ("entropy", "bc_loss", "bc_weight", "kl")},
+            "position_grad_norm": actor["position_grad_norm"],
+            "force_grad_norm": actor["force_grad_norm"],
+            "position_lr": lrs["position"],
+            "force_lr": lrs["force"],
+        }
+
+    def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
+        """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
+        of the temperature; the losses and gradient norms it measured."""
+        cfg = self.config
+        alpha = self.log_alpha.exp().detach()
+        out = self.policy(latent)
         with frozen(self.q1, self.q2):  # the actor's loss reaches the actions, not the critics' weights
-            q_pi = torch.min(self.q1(detached_state, out.action), self.q2(detached_state, out.action))
+            q_pi = torch.min(self.q1(state, out.action), self.q2(state, out.action))
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         bc_loss = torch.zeros((), device=self.device)
@@ -362,26 +393,15 @@ class SACLearner:
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
-
-        with torch.no_grad():
-            torch._foreach_lerp_(self._targets, self._online, cfg.tau)
-            torch._foreach_lerp_(self._acting, self._trained, cfg.policy_averaging)
-        self.updates += 1
-        lrs = self.learning_rates()
         return {
-            "critic_loss": float(critic_loss.detach()),
             "actor_loss": float(actor_loss.detach()),
             "alpha_loss": float(alpha_loss.detach()),
-            "alpha": self.alpha,
-            "q_mean": float(q1.detach().mean()),
             "entropy": float(-out.log_prob.detach().mean()),
             "bc_loss": float(bc_loss.detach()),
             "bc_weight": bc_weight,
             "kl": float(kl.detach()),
             "position_grad_norm": norms["position"],
             "force_grad_norm": norms["force"],
-            "position_lr": lrs["position"],
-            "force_lr": lrs["force"],
         }
 
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
+from graspfleet.config import ConfigError
 from graspfleet.networks import ConcatCritic, NetworkConfig, SharedForcePositionCritic, rgbd_image
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import OBSERVATION_KEYS, observation_spec
@@ -229,6 +230,20 @@ def test_an_n_step_target_discounts_each_reward_and_bootstraps_after_the_steps_t
     assert not torch.allclose(n_step, one_step)
 
 
+def test_the_reward_scale_multiplies_the_rewards_and_not_the_bootstrap(columns: dict[str, np.ndarray]) -> None:
+    def target(scale: float) -> torch.Tensor:
+        learner = _learner(reward_scale=scale)
+        torch.manual_seed(1)  # the same next actions drawn for both
+        learner.update(batch_from_columns(columns))
+        return learner._last_td[2]
+
+    reward = torch.as_tensor(columns["reward"])
+    bootstrap = target(1.0) - reward  # γ (1 - terminated) (min Q' - α log π')
+    torch.testing.assert_close(target(0.05), 0.05 * reward + bootstrap, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"sac\.reward_scale: must be > 0"):
+        SACConfig(reward_scale=0.0)
+
+
 def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
     learner = _learner(policy_averaging=0.25)
     batch = batch_from_columns(columns)
@@ -316,3 +331,47 @@ def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str
     assert got == expected  # same networks, optimizer moments, α and counters: the same next step
     for a, b in zip(original.q1.parameters(), resumed.q1.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_policy_delay_steps_the_actor_and_temperature_every_kth_update_and_the_critic_every_one(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(actor_update_every=3)
+    batch = batch_from_columns(columns)
+
+    def snapshot() -> tuple[torch.Tensor, torch.Tensor, float]:
+        critic = torch.cat([p.detach().flatten() for p in learner.q1.parameters()])
+        policy = torch.cat([p.detach().flatten() for p in learner.policy.parameters()])
+        return critic, policy, learner.alpha
+
+    before = snapshot()
+    actor_stepped = []
+    for _ in range(6):
+        stats = learner.update(batch)
+        after = snapshot()
+        assert not torch.equal(before[0], after[0])  # the critic steps every update
+        actor_stepped.append(not torch.equal(before[1], after[1]))
+        assert actor_stepped[-1] == (before[2] != after[2])  # the temperature steps with the actor
+        assert np.isfinite(stats["actor_loss"]) and np.isfinite(stats["entropy"])  # the last actor step's
+        before = after
+    assert actor_stepped == [True, False, False, True, False, False]
+    resumed = _learner(actor_update_every=3)
+    resumed.updates = 4  # a restored learner's count: its first update still reports an actor step
+    assert np.isfinite(resumed.update(batch)["actor_loss"]) and resumed.updates == 5
+
+
+@pytest.mark.parametrize(("latent", "passes"), [("online", 3), ("target", 2)])
+def test_the_next_action_reads_the_configured_encoders_latent(
+    columns: dict[str, np.ndarray], latent: str, passes: int
+) -> None:
+    """Encoder passes in one update: the observation (trained), the next observation through the
+    target encoder, and with ``online`` the next observation again through the trained encoder."""
+    learner = _learner(next_action_latent=latent)
+    calls: list[str] = []
+    learner.encoder.register_forward_hook(lambda *_: calls.append("online"))
+    learner.target_encoder.register_forward_hook(lambda *_: calls.append("target"))
+    batch = batch_from_columns(columns)
+    learner.update(batch)
+    assert len(calls) == passes and calls.count("target") == 1
+    with pytest.raises(ConfigError, match=r"sac\.next_action_latent: expected online or target"):
+        SACConfig(next_action_latent="both")  # type: ignore[arg-type]
