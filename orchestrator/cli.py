@@ -67,17 +67,16 @@ def _train_config_help() -> str:
     """The epilog of ``graspfleet train --help``: the run config's sections and the keys of the
     run's own sections, each with its field docstring (the component sections are listed by name;
     ``graspfleet config --keys`` shows their keys)."""
-    from orchestrator.config import SECTIONS, TrainConfig
+    from orchestrator.config import RUN_SECTIONS, SECTIONS, TrainConfig
 
     defaults = TrainConfig()
-    own = ("budget", "learning", "actors", "evaluation", "operations")
     paragraphs = ["[bold]The run config[/] (`--config FILE`, `--set KEY=VALUE`; defaults shown):"]
     paragraphs += [f"[cyan]{key}[/] = {json.dumps(value)}: {doc}" for key, value, doc in describe(defaults)
                    if "." not in key]  # fmt: skip
-    for section in own:
+    for section in RUN_SECTIONS:
         paragraphs += [f"[cyan]{key}[/] = {json.dumps(value)}: {doc}" for key, value, doc in
                        describe(getattr(defaults, section), f"{section}.")]  # fmt: skip
-    others = ", ".join(section for section in SECTIONS if section not in own)
+    others = ", ".join(section for section in SECTIONS if section not in RUN_SECTIONS)
     paragraphs.append(f"Component sections {others}: `graspfleet config --keys` lists every key with its meaning.")
     return "\n\n".join(paragraphs)
 

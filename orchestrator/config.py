@@ -241,6 +241,8 @@ class TrainConfig:
 
 SECTIONS = tuple(field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("tier", "seed"))
 """The run config's sections, in the order ``graspfleet config`` prints them."""
+RUN_SECTIONS = ("budget", "learning", "actors", "evaluation", "operations")
+"""The sections of the run itself; the others are the components' own configs."""
 
 
 def demonstration_rows(config: TrainConfig) -> int:

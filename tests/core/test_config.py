@@ -97,11 +97,13 @@ def test_describe_lists_every_leaf_key_with_its_docstring() -> None:
 
 def test_every_key_of_the_run_sections_has_a_docstring() -> None:
     from graspfleet.config import field_docs
-    from orchestrator.config import ActorsConfig, BudgetConfig, EvaluationConfig, LearningConfig, OperationsConfig
+    from orchestrator.config import RUN_SECTIONS, TrainConfig
 
-    for section in (BudgetConfig, LearningConfig, ActorsConfig, EvaluationConfig, OperationsConfig):
+    for name in RUN_SECTIONS:
+        section = type(getattr(TrainConfig(), name))
         undocumented = {f.name for f in dataclasses.fields(section)} - set(field_docs(section))
         assert not undocumented, (section.__name__, undocumented)
+    assert {"tier", "seed"} <= set(field_docs(TrainConfig))
 
 
 def test_a_moved_key_is_refused_with_its_new_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
