@@ -202,3 +202,18 @@ def test_train_help_documents_the_run_sections_from_their_field_docstrings() -> 
     shown = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output.split())
     for name, doc in field_docs(LearningConfig).items():
         assert f"learning.{name}" in shown and doc.replace("``", "`")[:40] in shown.replace("``", "`"), name
+
+
+def test_replace_keys_changes_dotted_keys_and_validates() -> None:
+    from graspfleet.config import replace_keys
+    from orchestrator.config import TrainConfig
+
+    config = replace_keys(TrainConfig(), {"learning.batch_size": 64, "cell.reward.slip_weight": 0.2, "seed": 3})
+    assert (config.learning.batch_size, config.cell.reward.slip_weight, config.seed) == (64, 0.2, 3)
+    assert config.actors == TrainConfig().actors  # nothing else changed
+    with pytest.raises(ConfigError, match=r"unknown config key learning\.batch"):
+        replace_keys(TrainConfig(), {"learning.batch": 64})
+    with pytest.raises(ConfigError, match="seed is not a section"):
+        replace_keys(TrainConfig(), {"seed.x": 1})
+    with pytest.raises(ConfigError, match="learning: batch_size: must be >= 1"):
+        replace_keys(TrainConfig(), {"learning.batch_size": 0})
