@@ -237,11 +237,11 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
     except ConfigError:
         if path is None:
             raise
-    try:  # is the file itself at fault (then its error names it), or an override?
-        from_mapping(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return from_mapping(cls, merge_overrides(data, overrides))  # raises the override's error
+        try:  # is the file itself at fault (then its error names it), or an override?
+            from_mapping(cls, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise  # an override's error
 
 
 def require(condition: bool, message: str) -> None:

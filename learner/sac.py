@@ -343,18 +343,15 @@ class SACLearner:
         self.updates += 1
         lrs = self.learning_rates()
         actor = self.last_actor_stats
-        return {
+        stats = {
             "critic_loss": float(critic_loss.detach()),
             "actor_loss": actor["actor_loss"],
             "alpha_loss": actor["alpha_loss"],
             "alpha": self.alpha,
             "q_mean": float(q1.detach().mean()),
-            **{key: actor[key] for key in ("entropy", "bc_loss", "bc_weight", "kl")},
-            "position_grad_norm": actor["position_grad_norm"],
-            "force_grad_norm": actor["force_grad_norm"],
-            "position_lr": lrs["position"],
-            "force_lr": lrs["force"],
         }
+        stats.update(actor)  # the rest in the actor step's order (metrics.csv columns)
+        return {**stats, "position_lr": lrs["position"], "force_lr": lrs["force"]}
 
     def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
