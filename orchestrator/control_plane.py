@@ -71,10 +71,17 @@ class WeightNotifications:
     reopened on the next read.
     """
 
-    def __init__(self, client: Any, channel: str) -> None:
+    def __init__(self, client: Any, channel: str, latest_key: str) -> None:
+        """``latest_key``: the key holding the latest version, read when a subscription is reopened
+        so that a version announced while it was broken is still reported."""
         self.client = client
         self.channel = channel
+        self.latest_key = latest_key
         self.pubsub: Any = None
+        self.reported = -1
+        """The highest version a call has returned."""
+        self.opened = False
+        """Whether a subscription was ever opened (a later one is a reopening)."""
 
     def wait(self, timeout: float) -> int | None:
         """The highest version announced since the last call, waiting up to ``timeout`` seconds
@@ -83,7 +90,9 @@ class WeightNotifications:
         while Redis is still away: a version published after the call that reopened it reaches it."""
         deadline = time.monotonic() + timeout
         try:
-            self._subscribe()
+            missed = self._subscribe()
+            if missed is not None:
+                return self._report(missed)
             newest = None
             message = self.pubsub.get_message(timeout=timeout)
             while message is not None:
@@ -91,19 +100,33 @@ class WeightNotifications:
                     version = int(message["data"])
                     newest = version if newest is None else max(newest, version)
                 message = self.pubsub.get_message(timeout=0)
-            return newest
+            return None if newest is None else self._report(newest)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.close()
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
-                self._subscribe()
+                missed = self._subscribe()
+                if missed is not None:
+                    return self._report(missed)
             time.sleep(max(0.0, deadline - time.monotonic()))
             return None
 
-    def _subscribe(self) -> None:
-        if self.pubsub is None:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.channel)
-            self.pubsub = pubsub  # set once subscribed: a publish after this reaches it
+    def _report(self, version: int) -> int:
+        self.reported = max(self.reported, version)
+        return version
+
+    def _subscribe(self) -> int | None:
+        """Open the subscription if it is not; after a broken one, the latest version when it is
+        newer than any reported (announced while nobody listened), else None."""
+        if self.pubsub is not None:
+            return None
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.channel)
+        self.pubsub = pubsub  # set once subscribed: a publish after this reaches it
+        if not self.opened:
+            self.opened = True
+            return None
+        latest = self.client.get(self.latest_key)
+        return int(latest) if latest is not None and int(latest) > self.reported else None
 
     def close(self) -> None:
         if self.pubsub is not None:
@@ -208,7 +231,7 @@ class ControlPlane:
 
     def weight_notifications(self) -> WeightNotifications:
         """A subscription to new-version announcements (see :class:`WeightNotifications`)."""
-        return WeightNotifications(self.client, self.key("weights:notify"))
+        return WeightNotifications(self.client, self.key("weights:notify"), self.key("weights:latest"))
 
     def weight_versions(self) -> list[int]:
         """Every stored version, ascending."""
