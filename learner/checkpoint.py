@@ -26,11 +26,9 @@ from learner.sac import SACLearner
 _NETWORKS = (
     "encoder",
     "policy",
-    "q1",
-    "q2",
+    "critics",
     "target_encoder",
-    "target_q1",
-    "target_q2",
+    "target_critics",
     "acting_encoder",
     "acting_policy",
 )
@@ -115,9 +113,15 @@ def restore(learner: SACLearner, directory: Path) -> int:
         learner.log_alpha.copy_(tensors["log_alpha"].reshape(()))
     for name in _NETWORKS:
         prefix = f"{name}."
-        getattr(learner, name).load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
+        try:
+            getattr(learner, name).load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
+        except RuntimeError as error:
+            raise ValueError(
+                f"checkpoint {directory}: its {name} does not fit this learner (was it saved with other "
+                f"network or sac.critics settings, or by an older graspfleet?): {error}"
+            ) from error
     for name in _OPTIMIZERS:
         saved = state["optimizers"][name]
         restored: dict[str, Any] = {"param_groups": saved["param_groups"], "state": {}}

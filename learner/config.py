@@ -30,6 +30,18 @@ class SACConfig:
     alpha_lr: float = 3e-4
     initial_alpha: float = 0.1
     """Starting temperature; small, so the entropy bonus does not swamp a per-step reward of order 1."""
+    critics: int = 2
+    """Critics in the ensemble, each with its own weights and target copy (SAC's twin: 2; RLPD: 10)."""
+    critic_subset: int = 2
+    """Critics drawn at random each update whose minimum is the TD target's next value (RLPD: 2 of
+    10; equal to ``critics``, the clipped double-Q minimum over all of them)."""
+    actor_q: Literal["min", "mean"] = "min"
+    """What the actor maximizes: the minimum over the critics (SAC's twin) or their mean (RLPD,
+    whose ensemble's subset minimum already holds the target down)."""
+    backup_entropy: bool = True
+    """Whether the TD target carries the entropy bonus, ``r + γ(min Q′ − α log π′)`` (SAC), or
+    not, ``r + γ min Q′`` (RLPD and SERL: the temperature then shapes only the actor, and Q stays
+    the value of the rewards alone, bounded by them)."""
     target_entropy: float | None = None
     """Entropy target of the temperature; None means −(action dimensions)."""
     tangent_penalty_weight: float = 1e-3
@@ -93,6 +105,12 @@ class SACConfig:
         require(self.lr_cooldown >= 1, "sac.lr_cooldown: must be >= 1")
         require(self.bc_weight >= 0, "sac.bc_weight: must be >= 0")
         require(self.actor_update_every >= 1, "sac.actor_update_every: must be >= 1")
+        require(self.critics >= 1, "sac.critics: must be >= 1")
+        require(
+            1 <= self.critic_subset <= self.critics,
+            f"sac.critic_subset: must be in [1, sac.critics = {self.critics}], got {self.critic_subset}",
+        )
+        require(self.actor_q in ("min", "mean"), f"sac.actor_q: expected min or mean, got {self.actor_q!r}")
         require(
             self.next_action_latent in ("online", "target"),
             f"sac.next_action_latent: expected online or target, got {self.next_action_latent!r}",

@@ -14,6 +14,8 @@ promotion (or were collected before a rollback) can never count towards the next
 episodes of the current generation — a full sliding window of consecutive episodes — contain at
 least ``gate_success`` (80 %) successes: ``successes ≥ gate_success × gate_episodes``, so exactly
 64 of 80 passes and 63 does not. On the last tier the gate is still tracked but nothing follows.
+``gate_source`` says which episodes count: the actors' training episodes, or the deterministic
+policy's validations (a validation's episodes join the window only when it does not roll back).
 A promotion multiplies the learning-rate scale by ``promotion_lr_factor`` (halves it), keeps the
 weights and the replay buffer (only the environment changes), and asks for a KL snapshot of the
 policy that passed the gate.
@@ -58,7 +60,13 @@ class CurriculumConfig:
     gate_success: float = 0.8
     """Double-80: the success rate the window must reach …"""
     gate_episodes: int = 80
-    """… over this many consecutive episodes of the current tier."""
+    """… over this many consecutive episodes of the current tier …"""
+    gate_source: Literal["training", "validation"] = "training"
+    """… counting either the actors' training episodes (exploration noise included) or the
+    deterministic policy's validation episodes, the policy that is deployed. A validation's
+    episodes run side by side in several cells, so their order carries nothing: they enter the
+    window spread evenly, successes among failures, and only after the rollback rule has passed
+    the validation."""
     promotion_lr_factor: float = 0.5
     """Learning-rate scale multiplier on each promotion (seed: halve it)."""
     rollback_success_drop: float = 0.10
@@ -90,6 +98,10 @@ class CurriculumConfig:
             require(tier in TIER_ORDER, f"curriculum.tiers: unknown tier {tier!r} (known: {', '.join(TIER_ORDER)})")
         require(0 < self.gate_success <= 1, "curriculum.gate_success: must be in (0, 1]")
         require(self.gate_episodes >= 1, "curriculum.gate_episodes: must be >= 1")
+        require(
+            self.gate_source in ("training", "validation"),
+            f"curriculum.gate_source: expected training or validation, got {self.gate_source!r}",
+        )
         for name in ("promotion_lr_factor", "rollback_lr_factor", "min_lr_scale"):
             require(0 < getattr(self, name) <= 1, f"curriculum.{name}: must be in (0, 1]")
         require(0 < self.rollback_success_drop < 1, "curriculum.rollback_success_drop: must be in (0, 1)")
@@ -169,11 +181,18 @@ class CurriculumController:
         return self.config.kl_weight * self.config.kl_decay ** (self.tier_index - 1)
 
     def record_episode(self, outcome: EpisodeOutcome) -> CurriculumEvent | None:
-        """Fold in one training episode; a promotion when it completes the gate."""
+        """Fold in one training episode; a promotion when it completes the gate (only when the
+        gate counts training episodes)."""
         if outcome.generation != self.generation:
             self.stale += 1
             return None
+        if self.config.gate_source != "training":
+            return None
         self.window.append(bool(outcome.success))
+        return self._gate()
+
+    def _gate(self) -> CurriculumEvent | None:
+        """A promotion when the window is full and holds the successes it needs."""
         if len(self.window) < self.config.gate_episodes or self.gate_successes < self.gate_required:
             return None
         if self.tier_index == len(self.config.tiers) - 1:
@@ -190,7 +209,7 @@ class CurriculumController:
         reference = self.reference
         if reference is None or result.success_rate > reference.success_rate:
             self.reference = result
-            return None
+            return self._count_validation(result)
         cfg = self.config
         success_high, collision_low = result.success_rate, result.collision_rate
         if cfg.rollback_confidence > 0:
@@ -201,7 +220,7 @@ class CurriculumController:
         rise = collision_low - reference.collision_rate
         collided = rise > cfg.rollback_collision_rise * reference.collision_rate and rise >= cfg.collision_rise_floor
         if not (dropped or collided):
-            return None
+            return self._count_validation(result)
         metrics = {
             "validation_success_rate": result.success_rate,
             "validation_collision_rate": result.collision_rate,
@@ -215,6 +234,16 @@ class CurriculumController:
                 "regression", self.tier, self.tier, self.generation, self.lr_scale, self.lr_scale, metrics
             )
         return self._move("rollback", -1, cfg.rollback_lr_factor, metrics)
+
+    def _count_validation(self, result: ValidationResult) -> CurriculumEvent | None:
+        """With validations feeding the gate: the validation's episodes into the window, spread
+        evenly (episode k is a success when ⌊(k + 1)·s/n⌋ > ⌊k·s/n⌋, s successes of n); then the gate."""
+        if self.config.gate_source != "validation":
+            return None
+        n = result.episodes
+        successes = round(result.success_rate * n)
+        self.window.extend((k + 1) * successes // n > k * successes // n for k in range(n))
+        return self._gate()
 
     def _move(self, kind: EventKind, step: int, lr_factor: float, metrics: dict[str, float]) -> CurriculumEvent:
         before, scale_before = self.tier, self.lr_scale

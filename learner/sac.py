@@ -1,7 +1,9 @@
 """Soft actor–critic over the grasp cell's observations, with the method's mechanisms (method.md §3–§4).
 
-- twin critics (shared force/position by default) on the encoder's latent plus the critic-only
-  ``privileged`` observation; target copies updated by Polyak averaging;
+- an ensemble of critics (SAC's twin by default; the method's shared force/position critic) on
+  the encoder's latent plus the critic-only ``privileged`` observation, each with a target copy
+  updated by Polyak averaging; the TD target takes the minimum over a random subset of the
+  target critics (RLPD), over both of the twin;
 - automatic temperature α towards an entropy target, so the stability reward and the sparse
   success reward end up on one scale;
 - the actor reads only the (detached) latent: asymmetric actor–critic;
@@ -193,11 +195,11 @@ class SACLearner:
         privileged = spec["privileged"].shape[0]
         self.encoder = ObservationEncoder(spec, net).to(self.device)
         self.policy = SE3Policy(net.latent_dim, net, *action_bounds).to(self.device)
-        self.q1 = make_critic(net.latent_dim + privileged, net).to(self.device)
-        self.q2 = make_critic(net.latent_dim + privileged, net).to(self.device)
+        self.critics = nn.ModuleList(
+            make_critic(net.latent_dim + privileged, net) for _ in range(self.config.critics)
+        ).to(self.device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
-        self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.acting_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.acting_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(self.config.initial_alpha), device=self.device, requires_grad=True)
@@ -205,7 +207,7 @@ class SACLearner:
             -float(ACTION_DIM) if self.config.target_entropy is None else float(self.config.target_entropy)
         )
         self.critic_optimizer = torch.optim.Adam(
-            [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()],
+            [*self.encoder.parameters(), *self.critics.parameters()],
             lr=self.config.critic_lr,
             foreach=True,
         )
@@ -220,12 +222,8 @@ class SACLearner:
         )
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.config.alpha_lr)
         self.channels = ChannelLearningRates(self.actor_optimizer, self.config)
-        self._online: list[torch.Tensor] = [*self.encoder.parameters(), *self.q1.parameters(), *self.q2.parameters()]
-        self._targets: list[torch.Tensor] = [
-            *self.target_encoder.parameters(),
-            *self.target_q1.parameters(),
-            *self.target_q2.parameters(),
-        ]
+        self._online: list[torch.Tensor] = [*self.encoder.parameters(), *self.critics.parameters()]
+        self._targets: list[torch.Tensor] = [*self.target_encoder.parameters(), *self.target_critics.parameters()]
         self._trained: list[torch.Tensor] = [*self.encoder.parameters(), *self.policy.parameters()]
         self._acting: list[torch.Tensor] = [*self.acting_encoder.parameters(), *self.acting_policy.parameters()]
         self.lr_scale = 1.0
@@ -234,17 +232,18 @@ class SACLearner:
         self.updates = 0
         self.last_actor_stats: dict[str, float] = {}
         """What the last actor update measured (reported by the critic updates between actor updates)."""
-        self._last_td: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        """The last update's replay rows: both critics' Q and the target (see :attr:`last_td_errors`)."""
+        self._last_td: tuple[torch.Tensor, torch.Tensor] | None = None
+        """The last update's replay rows: every critic's Q ``(critics, B)`` and the target ``(B,)``
+        (see :attr:`last_td_errors`)."""
 
     @property
     def last_td_errors(self) -> torch.Tensor:
-        """|TD error| (mean of the twin critics) of each replay row of the last update, in batch
+        """|TD error| (mean over the critics) of each replay row of the last update, in batch
         order, demonstrations left out: the new priorities of prioritized replay."""
         if self._last_td is None:
             return torch.zeros(0, device=self.device)
-        q1, q2, target = self._last_td
-        return ((q1 - target).abs() + (q2 - target).abs()) / 2
+        qs, target = self._last_td
+        return (qs - target).abs().mean(0)
 
     @property
     def alpha(self) -> float:
@@ -316,19 +315,23 @@ class SACLearner:
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
             next_latent = target_latent if cfg.next_action_latent == "target" else self.encoder(batch.next_obs)
             following = self.policy(next_latent)
-            next_q = torch.min(
-                self.target_q1(next_state, following.action), self.target_q2(next_state, following.action)
+            subset = (
+                torch.randperm(cfg.critics)[: cfg.critic_subset].tolist()
+                if cfg.critic_subset < cfg.critics
+                else range(cfg.critics)
             )
+            next_q = torch.stack([self.target_critics[i](next_state, following.action) for i in subset]).amin(0)
             discounts = cfg.gamma ** torch.arange(batch.reward.shape[1], device=self.device, dtype=torch.float32)
             bootstrap = cfg.gamma**batch.horizon * (1 - batch.terminated)
-            target = cfg.reward_scale * (batch.reward @ discounts) + bootstrap * (next_q - alpha * following.log_prob)
+            if cfg.backup_entropy:
+                next_q = next_q - alpha * following.log_prob
+            target = cfg.reward_scale * (batch.reward @ discounts) + bootstrap * next_q
 
         latent, state = self._state(self.encoder, batch.obs)
-        q1 = self.q1(state, batch.action)
-        q2 = self.q2(state, batch.action)
-        critic_loss = (batch.weights * ((q1 - target) ** 2 + (q2 - target) ** 2)).mean()
-        replay_rows = len(q1) - demos
-        self._last_td = (q1.detach()[:replay_rows], q2.detach()[:replay_rows], target[:replay_rows])
+        qs = torch.stack([critic(state, batch.action) for critic in self.critics])
+        critic_loss = (batch.weights * ((qs - target) ** 2).sum(0)).mean()
+        replay_rows = qs.shape[1] - demos
+        self._last_td = (qs.detach()[:, :replay_rows], target[:replay_rows])
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(self._online, cfg.max_grad_norm, foreach=True)
@@ -348,7 +351,7 @@ class SACLearner:
             "actor_loss": actor["actor_loss"],
             "alpha_loss": actor["alpha_loss"],
             "alpha": self.alpha,
-            "q_mean": float(q1.detach().mean()),
+            "q_mean": float(qs.detach().mean()),
         }
         stats.update(actor)  # the rest in the actor step's order (metrics.csv columns)
         return {**stats, "position_lr": lrs["position"], "force_lr": lrs["force"]}
@@ -359,8 +362,9 @@ class SACLearner:
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
         out = self.policy(latent)
-        with frozen(self.q1, self.q2):  # the actor's loss reaches the actions, not the critics' weights
-            q_pi = torch.min(self.q1(state, out.action), self.q2(state, out.action))
+        with frozen(self.critics):  # the actor's loss reaches the actions, not the critics' weights
+            qs_pi = torch.stack([critic(state, out.action) for critic in self.critics])
+        q_pi = qs_pi.amin(0) if cfg.actor_q == "min" else qs_pi.mean(0)
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         bc_loss = torch.zeros((), device=self.device)

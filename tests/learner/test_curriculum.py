@@ -133,6 +133,31 @@ def test_after_a_rollback_promotion_needs_a_fresh_full_window_and_stale_validati
     assert controller.generation == 3 and controller.lr_scale == 0.125
 
 
+def test_a_gate_fed_by_validations_counts_their_episodes_and_ignores_training_episodes() -> None:
+    controller = CurriculumController(dataclasses.replace(CONFIG, gate_source="validation"), "T0")
+    assert feed(controller, [True] * 200) == []  # the actors' episodes do not count
+    assert len(controller.window) == 0
+    # 50 episodes at 82 %: 41 successes, spread so that any 30 consecutive hold 24 or 25
+    assert validation(controller, 0.82, episodes=50) is None
+    window = list(controller.window)
+    assert len(window) == 50 and sum(window) == 41
+    assert all(24 <= sum(window[i : i + 30]) <= 25 for i in range(21))
+    # the next validation fills the window: its 50 at 80 % plus the last 30 of the first pass
+    (event,) = [e for e in [validation(controller, 0.8, episodes=50)] if e is not None]
+    assert (event.kind, event.to_tier) == ("promotion", "T1")
+    assert event.metrics["gate_episodes"] == 80 and event.metrics["gate_success_rate"] >= 0.8
+
+
+def test_a_validation_that_rolls_back_never_counts_towards_the_gate() -> None:
+    controller = CurriculumController(dataclasses.replace(CONFIG, gate_source="validation"), "T1")
+    assert validation(controller, 0.95, episodes=50) is None  # the reference, 48 of 50 in the window
+    event = validation(controller, 0.30, episodes=50)
+    assert event is not None and event.kind == "rollback"
+    assert controller.tier == "T0" and len(controller.window) == 0
+    assert validation(controller, 0.7, episodes=100) is None  # 56 of 80: short of 64
+    assert sum(controller.window) == 56
+
+
 def test_the_learning_rate_scale_has_a_floor() -> None:
     controller = CurriculumController(dataclasses.replace(CONFIG, min_lr_scale=0.2), "T0")
     for _ in range(3):
@@ -169,6 +194,7 @@ def test_state_round_trips_through_json_mid_gate() -> None:
         ({"tiers": ("T0", "T9")}, "unknown tier 'T9'"),
         ({"tiers": ("T0", "T0")}, "named twice"),
         ({"gate_success": 0.0}, "gate_success"),
+        ({"gate_source": "evaluation"}, "gate_source: expected training or validation"),
         ({"promotion_lr_factor": 1.5}, "promotion_lr_factor"),
     ],
 )

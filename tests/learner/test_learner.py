@@ -73,7 +73,7 @@ def test_the_actor_never_reads_privileged_state_and_the_critic_does(columns: dic
     torch.testing.assert_close(learner.act(batch.obs, True), learner.act(altered, True))
     _, state = learner._state(learner.encoder, batch.obs)
     _, state_altered = learner._state(learner.encoder, altered)
-    assert not torch.allclose(learner.q1(state, batch.action), learner.q1(state_altered, batch.action))
+    assert not torch.allclose(learner.critics[0](state, batch.action), learner.critics[0](state_altered, batch.action))
 
 
 def test_the_cnn_reads_depth_then_rgb_in_channels_last_layout(columns: dict[str, np.ndarray]) -> None:
@@ -113,9 +113,9 @@ def test_shared_critic_combines_state_and_action_embeddings_by_subtraction() -> 
     a_emb = critic.position(action[:, :7]) + critic.force(action[:, 7:])
     assert s_emb.shape == a_emb.shape == (5, 256)
     torch.testing.assert_close(critic(state, action), critic.head(s_emb - a_emb).squeeze(-1))
-    assert isinstance(_learner().q1, SharedForcePositionCritic)
+    assert isinstance(_learner().critics[0], SharedForcePositionCritic)
     ablation = SACLearner(SPEC, BOUNDS, NetworkConfig(critic="concat"), device="cpu")
-    assert isinstance(ablation.q1, ConcatCritic)
+    assert isinstance(ablation.critics[0], ConcatCritic)
 
 
 def test_updates_fit_the_critic_and_move_alpha(columns: dict[str, np.ndarray]) -> None:
@@ -137,19 +137,19 @@ def test_the_actor_loss_reaches_the_actions_through_frozen_critics_that_train_ag
     learner = _learner()
     state = torch.randn(4, learner.network_config.latent_dim + SPEC["privileged"].shape[0])
     action = torch.zeros(4, 8, requires_grad=True)
-    with frozen(learner.q1):
-        q = learner.q1(state, action).sum()
+    with frozen(learner.critics[0]):
+        q = learner.critics[0](state, action).sum()
     q.backward()
     assert action.grad is not None and action.grad.abs().sum() > 0
-    assert all(p.grad is None for p in learner.q1.parameters())  # no weight gradient was built
-    assert all(p.requires_grad for p in learner.q1.parameters())
-    with pytest.raises(RuntimeError), frozen(learner.q2):
+    assert all(p.grad is None for p in learner.critics[0].parameters())  # no weight gradient was built
+    assert all(p.requires_grad for p in learner.critics[0].parameters())
+    with pytest.raises(RuntimeError), frozen(learner.critics[1]):
         raise RuntimeError("an error inside leaves the flags restored")
-    assert all(p.requires_grad for p in learner.q2.parameters())
-    before = [p.detach().clone() for p in learner.q1.parameters()]
+    assert all(p.requires_grad for p in learner.critics[1].parameters())
+    before = [p.detach().clone() for p in learner.critics[0].parameters()]
     learner.update(batch_from_columns(columns))
-    assert all(p.requires_grad for m in (learner.q1, learner.q2) for p in m.parameters())
-    assert any(not torch.equal(a, p) for a, p in zip(before, learner.q1.parameters(), strict=True))
+    assert all(p.requires_grad for m in learner.critics for p in m.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, learner.critics[0].parameters(), strict=True))
 
 
 def test_a_channel_with_a_large_gradient_gets_a_smaller_learning_rate_and_recovers(
@@ -215,7 +215,7 @@ def test_an_n_step_target_discounts_each_reward_and_bootstraps_after_the_steps_t
         learner = _learner(gamma=0.9)
         torch.manual_seed(1)  # the same next actions drawn for both batches
         learner.update(batch_from_columns({**columns, "reward": reward, "horizon": horizon}))
-        return learner._last_td[2]
+        return learner._last_td[1]
 
     rng = np.random.default_rng(0)
     rewards = rng.normal(size=(64, 3)).astype(np.float32)
@@ -235,13 +235,85 @@ def test_the_reward_scale_multiplies_the_rewards_and_not_the_bootstrap(columns: 
         learner = _learner(reward_scale=scale)
         torch.manual_seed(1)  # the same next actions drawn for both
         learner.update(batch_from_columns(columns))
-        return learner._last_td[2]
+        return learner._last_td[1]
 
     reward = torch.as_tensor(columns["reward"])
     bootstrap = target(1.0) - reward  # γ (1 - terminated) (min Q' - α log π')
     torch.testing.assert_close(target(0.05), 0.05 * reward + bootstrap, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match=r"sac\.reward_scale: must be > 0"):
         SACConfig(reward_scale=0.0)
+
+
+def test_without_the_entropy_backup_the_target_is_the_reward_plus_the_discounted_critic_minimum(
+    columns: dict[str, np.ndarray],
+) -> None:
+    learner = _learner(backup_entropy=False, gamma=0.9, initial_alpha=5.0)  # a large α would show
+    batch = batch_from_columns(columns)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        following = learner.policy(learner.encoder(batch.next_obs))
+        _, next_state = learner._state(learner.target_encoder, batch.next_obs)
+        next_q = torch.min(*(critic(next_state, following.action) for critic in learner.target_critics))
+    torch.manual_seed(1)  # the same next actions in the update
+    learner.update(batch)
+    expected = batch.reward[:, 0] + 0.9 * (1 - batch.terminated) * next_q
+    torch.testing.assert_close(learner._last_td[1], expected, rtol=1e-5, atol=1e-5)
+    with_entropy = _learner(gamma=0.9, initial_alpha=5.0)
+    torch.manual_seed(1)
+    with_entropy.update(batch)
+    assert not torch.allclose(with_entropy._last_td[1], expected, atol=1e-2)
+
+
+class ConstantCritic(torch.nn.Module):
+    """A critic that values every state and action at ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(state),), self.value)
+
+
+def test_the_target_is_the_minimum_over_a_random_subset_of_the_ensemble(columns: dict[str, np.ndarray]) -> None:
+    learner = _learner(critics=4, critic_subset=2, backup_entropy=False, gamma=0.5)
+    learner.target_critics = torch.nn.ModuleList(ConstantCritic(v) for v in (1.0, 2.0, 3.0, 4.0))
+    batch = batch_from_columns(columns)
+    live = batch.terminated == 0
+    minima = []
+    for _ in range(24):
+        learner.update(batch)
+        bootstrap = (learner._last_td[1] - batch.reward[:, 0])[live] / 0.5
+        assert torch.allclose(bootstrap, bootstrap[0].expand_as(bootstrap), atol=1e-5)  # one subset per update
+        minima.append(round(float(bootstrap[0]), 4))
+    # the minimum of two of {1, 2, 3, 4}: 1 (half the pairs), 2 or 3; never 4, which no pair has as its minimum
+    assert set(minima) == {1.0, 2.0, 3.0}
+    assert learner._last_td[0].shape == (4, 64) and learner.last_td_errors.shape == (64,)
+
+
+def test_the_actor_maximizes_the_ensemble_minimum_or_mean_as_configured(columns: dict[str, np.ndarray]) -> None:
+    batch = batch_from_columns(columns)
+    losses = {}
+    for actor_q in ("min", "mean"):
+        learner = _learner(critics=3, critic_subset=3, actor_q=actor_q, initial_alpha=1e-8, bc_updates=0)
+        learner.critics = torch.nn.ModuleList(ConstantCritic(v) for v in (1.0, 2.0, 6.0))
+        latent = learner.encoder(batch.obs).detach()
+        state = torch.cat([latent, batch.obs["privileged"].float()], 1)
+        losses[actor_q] = learner._update_actor(batch, latent, state, demos=0)["actor_loss"]
+    # the tangent penalty and α log π are alike in both (same seed, same weights) and tiny
+    assert losses["min"] == pytest.approx(-1.0, abs=0.05) and losses["mean"] == pytest.approx(-3.0, abs=0.05)
+    with pytest.raises(ConfigError, match=r"sac\.critic_subset: must be in \[1, sac\.critics = 2\]"):
+        SACConfig(critic_subset=3)
+
+
+def test_a_checkpoint_of_another_ensemble_size_is_refused_with_what_differs(
+    columns: dict[str, np.ndarray], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from learner import checkpoint
+
+    checkpoint.save(_learner(), tmp_path / "ckpt", weights_version=3)
+    with pytest.raises(ValueError, match=r"its critics does not fit this learner .*sac\.critics"):
+        checkpoint.restore(_learner(critics=3), tmp_path / "ckpt")
 
 
 def test_actors_get_a_moving_average_of_the_trained_policy(columns: dict[str, np.ndarray]) -> None:
@@ -329,7 +401,7 @@ def test_a_restored_learner_continues_exactly_where_it_stopped(columns: dict[str
     torch.manual_seed(123)
     got = resumed.update(batch)
     assert got == expected  # same networks, optimizer moments, α and counters: the same next step
-    for a, b in zip(original.q1.parameters(), resumed.q1.parameters(), strict=True):
+    for a, b in zip(original.critics.parameters(), resumed.critics.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -340,7 +412,7 @@ def test_a_policy_delay_steps_the_actor_and_temperature_every_kth_update_and_the
     batch = batch_from_columns(columns)
 
     def snapshot() -> tuple[torch.Tensor, torch.Tensor, float]:
-        critic = torch.cat([p.detach().flatten() for p in learner.q1.parameters()])
+        critic = torch.cat([p.detach().flatten() for p in learner.critics[0].parameters()])
         policy = torch.cat([p.detach().flatten() for p in learner.policy.parameters()])
         return critic, policy, learner.alpha
 
