@@ -38,6 +38,11 @@ class SACConfig:
     actor_q: Literal["min", "mean"] = "min"
     """What the actor maximizes: the minimum over the critics (SAC's twin) or their mean (RLPD,
     whose ensemble's subset minimum already holds the target down)."""
+    bf16_encoder: bool = False
+    """Run the observation encoder (its convolutions and MLPs, forward and backward, online and
+    target) under bfloat16 autocast; its latent, the critics, the policy and the TD target stay
+    float32. On CPUs with AVX512-BF16 or AMX and on GPUs the encoder, the largest part of an
+    update, costs less; measure with ``bench/update.py`` before relying on it."""
     backup_entropy: bool = True
     """Whether the TD target carries the entropy bonus, ``r + γ(min Q′ − α log π′)`` (SAC), or
     not, ``r + γ min Q′`` (RLPD and SERL: the temperature then shapes only the actor, and Q stays

@@ -249,8 +249,13 @@ class SACLearner:
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
 
+    def _encode(self, encoder: nn.Module, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The latent ``(B, latent_dim)``, float32; computed in bfloat16 with ``sac.bf16_encoder``."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16_encoder):
+            return encoder(obs).float()
+
     def _state(self, encoder: nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        latent = encoder(obs)
+        latent = self._encode(encoder, obs)
         return latent, torch.cat([latent, obs["privileged"].float()], 1)
 
     def learning_rates(self) -> dict[str, float]:
@@ -313,7 +318,7 @@ class SACLearner:
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
-            next_latent = target_latent if cfg.next_action_latent == "target" else self.encoder(batch.next_obs)
+            next_latent = target_latent if cfg.next_action_latent == "target" else self._encode(self.encoder, batch.next_obs)
             following = self.policy(next_latent)
             subset = (
                 torch.randperm(cfg.critics)[: cfg.critic_subset].tolist()

@@ -264,6 +264,18 @@ def test_without_the_entropy_backup_the_target_is_the_reward_plus_the_discounted
     assert not torch.allclose(with_entropy._last_td[1], expected, atol=1e-2)
 
 
+def test_a_bf16_encoder_gives_a_float32_latent_close_to_the_float32_one(columns: dict[str, np.ndarray]) -> None:
+    full, half = _learner(), _learner(bf16_encoder=True)  # the same initial weights (seed 0)
+    obs = batch_from_columns(columns).obs
+    with torch.no_grad():
+        exact, approximate = full._encode(full.encoder, obs), half._encode(half.encoder, obs)
+    assert approximate.dtype == torch.float32
+    assert not torch.equal(exact, approximate)  # it did run in bfloat16 …
+    assert float((approximate - exact).norm() / exact.norm()) < 0.03  # … to bfloat16's precision
+    stats = half.update(batch_from_columns(columns))
+    assert np.isfinite(stats["critic_loss"]) and half.updates == 1
+
+
 class ConstantCritic(torch.nn.Module):
     """A critic that values every state and action at ``value``."""
 
