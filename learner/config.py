@@ -38,6 +38,13 @@ class SACConfig:
     actor_q: Literal["min", "mean"] = "min"
     """What the actor maximizes: the minimum over the critics (SAC's twin) or their mean (RLPD,
     whose ensemble's subset minimum already holds the target down)."""
+    reachability_weight: float = 0.0
+    """method.md §5, layer 2: weight of the differentiable IK penalty in the actor's loss, relative
+    to the batch's mean |Q| like the BC and KL terms. The policy's sampled twist goes through the
+    pipeline's target pose and DLS IK from the batch's measured joints
+    (:meth:`~graspfleet.actions.ik_torch.TorchArmKinematics.command_penalty`); a proposal beyond a
+    joint limit, outside the workspace or near a singularity is penalized by how far, so the
+    gradient steers the policy out of the region the pipeline would refuse. 0 leaves it out."""
     bf16_encoder: bool = False
     """Run the observation encoder (its convolutions and MLPs, forward and backward, online and
     target) under bfloat16 autocast; its latent, the critics, the policy and the TD target stay
@@ -124,3 +131,4 @@ class SACConfig:
         require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")
+        require(self.reachability_weight >= 0, "sac.reachability_weight: must be >= 0")

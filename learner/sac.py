@@ -8,6 +8,9 @@
   success reward end up on one scale;
 - the actor reads only the (detached) latent: asymmetric actor–critic;
 - a tangent-space norm penalty on the twist's Gaussian (not a clip on the manifold);
+- optionally the differentiable IK penalty (method.md §5, layer 2): the sampled twist taken
+  through the pipeline's target pose and IK from the measured joints, penalized where the
+  pipeline would refuse it (beyond a joint limit, outside the workspace, near a singularity);
 - per-channel gradient control (:class:`ChannelLearningRates`): the gradient norms of the
   position head and the force head are tracked every update, and a head whose averaged norm
   exceeds its threshold has its learning rate reduced, so both channels converge together;
@@ -36,6 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from graspfleet.actions.cartesian import JOINT_POSITIONS
+from graspfleet.actions.config import ActionConfig
+from graspfleet.actions.ik_torch import TorchArmKinematics
 from graspfleet.geometry.se3_torch import tangent_norm_penalty
 from graspfleet.networks import ACTION_DIM, TWIST_DIM, NetworkConfig, ObservationEncoder, SE3Policy, make_critic
 from graspfleet.spec import OBSERVATION_KEYS, ArraySpec
@@ -187,10 +193,16 @@ class SACLearner:
         network: NetworkConfig | None = None,
         sac: SACConfig | None = None,
         device: str = "auto",
+        kinematics: tuple[TorchArmKinematics, ActionConfig] | None = None,
     ) -> None:
+        """``kinematics``: the arm and the action pipeline's settings, which the IK penalty
+        (``sac.reachability_weight`` > 0) needs."""
         self.network_config = network or NetworkConfig()
         self.config = sac or SACConfig()
         self.device = resolve_device(device)
+        if self.config.reachability_weight > 0 and kinematics is None:
+            raise ValueError("sac.reachability_weight > 0 needs the arm's kinematics (SACLearner(kinematics=…))")
+        self.kinematics = kinematics
         net = self.network_config
         privileged = spec["privileged"].shape[0]
         self.encoder = ObservationEncoder(spec, net).to(self.device)
@@ -318,7 +330,9 @@ class SACLearner:
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
-            next_latent = target_latent if cfg.next_action_latent == "target" else self._encode(self.encoder, batch.next_obs)
+            next_latent = (
+                target_latent if cfg.next_action_latent == "target" else self._encode(self.encoder, batch.next_obs)
+            )
             following = self.policy(next_latent)
             subset = (
                 torch.randperm(cfg.critics)[: cfg.critic_subset].tolist()
@@ -389,6 +403,12 @@ class SACLearner:
             spread = (out.std**2 + (out.mean - reference.mean) ** 2) / (2 * reference.std**2)
             kl = (log_ratio + spread - 0.5).sum(1).mean()
             actor_loss = actor_loss + self.kl_weight * q_pi.detach().abs().mean() * kl
+        reachability = torch.zeros((), device=self.device)
+        if self.kinematics is not None and cfg.reachability_weight > 0:
+            arm, action_config = self.kinematics
+            joints = batch.obs["proprio"][:, JOINT_POSITIONS]
+            reachability = arm.command_penalty(joints, out.action[:, :TWIST_DIM], action_config).float().mean()
+            actor_loss = actor_loss + cfg.reachability_weight * q_pi.detach().abs().mean() * reachability
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         norms = self.channels.observe()
@@ -406,6 +426,7 @@ class SACLearner:
             "bc_loss": float(bc_loss.detach()),
             "bc_weight": bc_weight,
             "kl": float(kl.detach()),
+            "reachability": float(reachability.detach()),
             "position_grad_norm": norms["position"],
             "force_grad_norm": norms["force"],
         }

@@ -8,9 +8,10 @@ import torch
 
 from actors.demonstrations import collect_demonstrations
 from graspfleet.actions.cartesian import cartesian_action_bounds
+from graspfleet.actions.ik_torch import TorchArmKinematics
 from graspfleet.sim.tiers import TIER_ORDER, get_tier
 from graspfleet.spec import observation_spec
-from learner.sac import Batch, SACLearner, batch_from_columns
+from learner.sac import Batch, SACLearner, batch_from_columns, resolve_device
 from orchestrator.config import TrainConfig, demonstration_rows
 from replay.config import ShardConfig
 from replay.table import ReplayTable
@@ -23,12 +24,15 @@ def new_priorities(learner: SACLearner, replay: ShardConfig) -> np.ndarray:
 
 def make_learner(config: TrainConfig, device: str | None = None) -> SACLearner:
     """The learner a run of ``config`` trains (on ``device``, default the config's)."""
+    device = config.learning.device if device is None else device
+    arm = TorchArmKinematics(config.cell, device=resolve_device(device)) if config.sac.reachability_weight > 0 else None
     return SACLearner(
         observation_spec(config.cell),
         cartesian_action_bounds(config.cell, config.action),
         config.network,
         config.sac,
-        config.learning.device if device is None else device,
+        device,
+        kinematics=None if arm is None else (arm, config.action),
     )
 
 

@@ -123,7 +123,7 @@ class LearnerMetrics:
             registry=r,
         )
 
-    LOSSES = ("critic_loss", "actor_loss", "alpha_loss", "bc_loss", "kl")
+    LOSSES = ("critic_loss", "actor_loss", "alpha_loss", "bc_loss", "kl", "reachability")
     """The ``name`` labels of ``graspfleet_learner_loss``: keys of ``SACLearner.update``'s result."""
 
     def show_update(self, result: Mapping[str, float]) -> None:

@@ -3,8 +3,10 @@
 The chain is the grasp cell's :class:`~graspfleet.sim.kinematics.ArmChain`, read from its MuJoCo
 model, so it is the same arm the actors drive. Everything is batched and differentiable, so a loss
 can back-propagate through IK and through :meth:`TorchArmKinematics.reachability_penalty` to teach
-the policy to avoid unreachable or near-singular regions (method.md §5, layer 2). The SAC update
-does not use it yet: its actions are Cartesian and the pipeline holds what it cannot reach.
+the policy to avoid unreachable or near-singular regions (method.md §5, layer 2):
+:meth:`TorchArmKinematics.command_penalty` takes a Cartesian command the way the action pipeline
+does (target ``Exp(ξ) ∘ T_current`` through the conditioned Exp, DLS IK from the measured joints)
+and is what the SAC actor's loss adds with ``sac.reachability_weight``.
 """
 
 from __future__ import annotations
@@ -113,3 +115,17 @@ class TorchArmKinematics:
         outside = torch.relu(low - p) + torch.relu(p - high)
         beyond = torch.relu(self.joint_low - q) + torch.relu(q - self.joint_high)
         return torch.relu(config.min_singular_value - sigma_min) + outside.sum(-1) + beyond.sum(-1)
+
+    def command_penalty(self, q: torch.Tensor, twist: torch.Tensor, config: ActionConfig) -> torch.Tensor:
+        """Per-sample :meth:`reachability_penalty` of the IK proposal for the TCP twist ``twist``
+        ``(B, 6)`` (ρ in m, ω in rad per step, in a frame at the TCP with world axes) from joints
+        ``q`` ``(B, 6)`` (rad), as the action pipeline computes it: target ``Exp(ξ) ∘ T(q)``, then
+        ``config.ik_iterations`` DLS iterations from ``q``. Differentiable w.r.t. ``twist`` (through
+        the conditioned Exp); zero where the proposal is inside the joint limits and the workspace
+        and away from singularities."""
+        q = q.to(self.dtype)
+        with torch.no_grad():
+            current = self.tcp_pose(q)
+        target = lie.apply_twist_at_point(lie.conditioned_exp(twist.to(self.dtype)), current)
+        proposal = self.solve(target, q, config.ik_iterations, config.ik_damping, config.ik_rotation_weight)
+        return self.reachability_penalty(proposal, config)

@@ -349,3 +349,36 @@ def test_the_torch_chain_is_mujocos_arm_and_its_penalty_is_zero_where_the_pipeli
         passes = inside and np.linalg.svd(jacobian, compute_uv=False)[-1] > config.min_singular_value
         assert (penalty[i] == 0.0) == passes
     assert 10 <= (penalty > 0).sum() <= 90  # both sides of the boundary are exercised
+
+
+def test_the_command_penalty_flags_what_the_pipeline_proposes_beyond_a_joint_limit_and_its_gradient_backs_off() -> None:
+    """The learner's IK penalty takes a twist the way the pipeline does: every command whose IK
+    proposal the pipeline flags as outside the joint limits is penalized, a small twist from the
+    home pose is not, and a gradient step on the twist lowers the penalty where it is positive."""
+    import torch
+
+    from graspfleet.actions.ik_torch import TorchArmKinematics
+
+    arm = TorchArmKinematics(CELL)
+    config = ActionConfig()
+    rng = np.random.default_rng(7)
+    n = 200
+    # joints near their limits, twists of up to the full step: many proposals cross a limit
+    q = np.clip(np.where(rng.random((n, 6)) < 0.5, LOW + 0.03, HIGH - 0.03) * rng.uniform(0.9, 1.0, (n, 6)), LOW, HIGH)
+    twist = rng.uniform(-1, 1, (n, 6)) * np.array([config.max_translation_step] * 3 + [config.max_rotation_step] * 3)
+    twist /= np.maximum(1.0, np.abs(twist[:, 3:]).sum(1, keepdims=True) / config.max_rotation_step)  # inside the step
+    pipeline = SafeActionPipeline(CELL, config, n)
+    pipeline.reset(np.ones(n, dtype=bool), q)
+    gripper = np.tile([0.04, 5.0], (n, 1))
+    flagged = pipeline(np.concatenate([twist, gripper], 1), q).proposed_outside_joint_limits
+    xi = torch.tensor(twist, requires_grad=True)
+    penalty = arm.command_penalty(torch.as_tensor(q), xi, config)
+    assert flagged.sum() >= 10
+    assert bool((penalty.detach().numpy()[flagged] > 0).all())
+    home = torch.as_tensor(HOME[None])
+    assert float(arm.command_penalty(home, torch.full((1, 6), 1e-3, dtype=torch.float64), config)[0]) == 0.0
+    penalty.sum().backward()
+    assert xi.grad is not None and bool(torch.isfinite(xi.grad).all())
+    positive = penalty.detach() > 0
+    stepped = arm.command_penalty(torch.as_tensor(q), (xi - 1e-3 * xi.grad).detach(), config)
+    assert float(stepped[positive].sum()) < float(penalty.detach()[positive].sum())

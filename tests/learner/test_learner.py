@@ -276,6 +276,30 @@ def test_a_bf16_encoder_gives_a_float32_latent_close_to_the_float32_one(columns:
     assert np.isfinite(stats["critic_loss"]) and half.updates == 1
 
 
+def test_the_ik_penalty_joins_the_actor_loss_where_the_batch_arm_is_at_its_limits(
+    columns: dict[str, np.ndarray],
+) -> None:
+    from graspfleet.actions.ik_torch import TorchArmKinematics
+
+    arm = (TorchArmKinematics(CELL), ActionConfig())
+    at_limits = {**columns, "proprio": columns["proprio"].copy()}
+    at_limits["proprio"][:, :6] = arm[0].joint_high.numpy() - 0.01  # every joint 10 mrad from its limit
+    batch = batch_from_columns(at_limits)
+    results = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        learner = SACLearner(
+            SPEC, BOUNDS, NetworkConfig(), SACConfig(reachability_weight=weight), device="cpu", kinematics=arm
+        )
+        torch.manual_seed(1)
+        results[weight] = (learner.update(batch), learner.policy.position_head.weight.detach().clone())
+    assert results[0.0][0]["reachability"] == 0.0  # not computed without a weight
+    assert results[1.0][0]["reachability"] > 0
+    assert not torch.equal(results[0.0][1], results[1.0][1])  # it moved the policy differently
+    with pytest.raises(ValueError, match="reachability_weight > 0 needs the arm's kinematics"):
+        SACLearner(SPEC, BOUNDS, NetworkConfig(), SACConfig(reachability_weight=1.0), device="cpu")
+
+
 class ConstantCritic(torch.nn.Module):
     """A critic that values every state and action at ``value``."""
 
