@@ -11,7 +11,7 @@ from graspfleet.config import ConfigError
 from graspfleet.interfaces import EpisodeOutcome
 from learner.curriculum import CurriculumConfig, CurriculumController, CurriculumEvent, ValidationResult
 
-CONFIG = CurriculumConfig(tiers=("T0", "T1", "T2"))
+CONFIG = CurriculumConfig(tiers=("T0", "T1", "T2"), gate_source="training")
 
 
 def feed(controller: CurriculumController, successes: list[bool]) -> list[CurriculumEvent]:

@@ -59,7 +59,9 @@ def test_scripted_outcomes_promote_and_roll_back_and_stream_metrics_and_status_a
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     config = small_train_config(
-        curriculum=CurriculumConfig(tiers=LADDER, gate_episodes=10, gate_success=0.8, kl_weight=0.5)
+        curriculum=CurriculumConfig(
+            tiers=LADDER, gate_episodes=10, gate_success=0.8, kl_weight=0.5, gate_source="training"
+        )
     )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
