@@ -34,6 +34,9 @@ DEFAULT_VARIANTS = (
     "target_latent:sac.next_action_latent=target",
     "actor_every_2:sac.actor_update_every=2",
     "both:sac.next_action_latent=target,sac.actor_update_every=2",
+    "bf16_encoder:sac.bf16_encoder=true",
+    "bf16_and_both:sac.bf16_encoder=true,sac.next_action_latent=target,sac.actor_update_every=2",
+    "ik_penalty:sac.reachability_weight=1.0",
 )
 
 

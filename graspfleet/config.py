@@ -14,6 +14,7 @@ import functools
 import inspect
 import itertools
 import math
+import re
 import textwrap
 import types
 import typing
@@ -25,6 +26,8 @@ import numpy as np
 import yaml
 
 T = TypeVar("T")
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A decimal number, scientific notation included (what a float key accepts when YAML left it a string)."""
 
 
 class ConfigError(ValueError):
@@ -127,6 +130,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
+        # YAML 1.1 reads a mantissa without a dot (1e-4) as a string: take it as the number it spells
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

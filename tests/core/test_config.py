@@ -42,6 +42,17 @@ def test_wrong_type_is_named_with_its_path() -> None:
         from_mapping(CellConfig, {"outcome": {"terminate_on_collision": 1}})
 
 
+def test_a_number_in_scientific_notation_is_a_number_and_words_are_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # YAML 1.1 reads 1e-4 (no dot in the mantissa) as a string
+    path = tmp_path / "cell.yaml"
+    path.write_text("reward:\n  slip_weight: 2e-1\n")
+    config = load(CellConfig, path, ["reward.force_weight=25E-2", "reward.vibration_weight=-0"])
+    assert (config.reward.slip_weight, config.reward.force_weight) == (0.2, 0.25)
+    for word in ("ten", "1e", "e5", "1.2.3", "inf", "nan"):
+        with pytest.raises(ConfigError, match=r"reward\.slip_weight: expected a number"):
+            load(CellConfig, None, [f"reward.slip_weight={word}"])
+
+
 def test_validation_errors_carry_the_section_path() -> None:
     with pytest.raises(ConfigError, match=r"physics: control_substeps: must be >= 1"):
         from_mapping(CellConfig, {"physics": {"control_substeps": 0}})
