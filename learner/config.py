@@ -76,10 +76,6 @@ class SACConfig:
     mean |Q| (TD3+BC's λ = 1). The method's warm start uses 0.1 (method.md §6); with this cell's
     demonstrations 0.1 and 0.4 let the policy fall back once RL takes over
     (docs/experiments/2026-11-learning-on-T0.md) …"""
-    bc_rows: Literal["demonstrations", "all"] = "demonstrations"
-    """Which rows the behaviour-cloning term imitates: the demonstrations' only, or every row of
-    the batch (TD3+BC on all data: replay rows pull the policy towards the actions the actors took,
-    so it moves only as far from the data as the critic's gradient outweighs the pull) …"""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
     demo_fraction: float = 0.5
@@ -132,10 +128,6 @@ class SACConfig:
             f"sac.next_action_latent: expected online or target, got {self.next_action_latent!r}",
         )
         require(self.bc_updates >= 0, "sac.bc_updates: must be >= 0")
-        require(
-            self.bc_rows in ("demonstrations", "all"),
-            f"sac.bc_rows: expected demonstrations or all, got {self.bc_rows!r}",
-        )
         require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")

@@ -387,13 +387,11 @@ class SACLearner:
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         bc_loss = torch.zeros((), device=self.device)
-        imitated_rows = len(batch.action) if cfg.bc_rows == "all" else demos
-        bc_weight = self.bc_weight() if imitated_rows else 0.0
+        bc_weight = self.bc_weight() if demos else 0.0
         if bc_weight > 0:
             # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
-            imitated = torch.tanh(out.mean[-imitated_rows:])
-            target = self.policy.normalize(batch.action[-imitated_rows:])
-            bc_loss = ((imitated - target) ** 2).sum(1).mean()
+            imitated = torch.tanh(out.mean[-demos:])
+            bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
             actor_loss = actor_loss + bc_weight * q_pi.detach().abs().mean() * bc_loss
         kl = torch.zeros((), device=self.device)
         if self.kl_reference is not None and self.kl_weight > 0:

@@ -271,18 +271,6 @@ def apply_twist_at_point(step: torch.Tensor, pose: torch.Tensor) -> torch.Tensor
     return make_pose(rotation, pose[..., :3, 3] + step[..., :3, 3])
 
 
-def reparameterized_pose(
-    mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, current: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ``ξ = μ + σ ⊙ ε`` in se(3) and return ``(Exp(ξ) ∘ T_current, ξ)``.
-
-    Gradients reach ``mean`` and ``std`` through the conditioned Exp; ``noise`` is ε ~ N(0, I₆)
-    drawn by the caller, so the sample is a deterministic, differentiable function of it.
-    """
-    xi = mean + std * noise
-    return apply_twist_at_point(conditioned_exp(xi), current), xi
-
-
 def tangent_norm_penalty(
     std: torch.Tensor, mean: torch.Tensor, weight: float, max_rotation: float = GRADIENT_CONDITION_ANGLE
 ) -> torch.Tensor:

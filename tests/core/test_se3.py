@@ -128,18 +128,16 @@ def test_twist_at_point_round_trip() -> None:
     np.testing.assert_allclose(se3.twist_between_at_point(current, target), xi, atol=1e-12)
 
 
-def test_reparameterized_sampler_gradients_reach_mean_and_std() -> None:
+def test_a_twist_applied_at_the_tcp_through_the_conditioned_exp_is_differentiable() -> None:
+    """What the IK penalty differentiates: ``Exp(ξ) ∘ T`` with ξ the policy's twist."""
     torch.manual_seed(0)
-    mean = (0.3 * torch.randn(4, 6, dtype=torch.float64)).requires_grad_()
-    std = (0.05 + 0.1 * torch.rand(4, 6, dtype=torch.float64)).requires_grad_()
-    noise = torch.randn(4, 6, dtype=torch.float64)
+    xi = (0.2 * torch.randn(4, 6, dtype=torch.float64)).requires_grad_()
     current = lie.se3_exp(0.5 * torch.randn(4, 6, dtype=torch.float64))
-    assert torch.autograd.gradcheck(lambda m, s: lie.reparameterized_pose(m, s, noise, current)[0], (mean, std))
-    pose, xi = lie.reparameterized_pose(mean, std, noise, current)
-    pose[..., :3, 3].sum().backward()
-    assert mean.grad is not None and std.grad is not None
-    assert mean.grad.abs().sum() > 0 and std.grad.abs().sum() > 0
-    torch.testing.assert_close(xi, mean + std * noise)
+    assert torch.autograd.gradcheck(lambda x: lie.apply_twist_at_point(lie.conditioned_exp(x), current), (xi,))
+    pose = lie.apply_twist_at_point(lie.conditioned_exp(xi), current)
+    np.testing.assert_allclose(
+        pose.detach().numpy(), se3.apply_twist_at_point(xi.detach().numpy(), current.numpy()), atol=1e-12
+    )
 
 
 def test_conditioned_exp_is_exact_below_the_threshold_including_zero() -> None:

@@ -194,28 +194,6 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
     assert learner.update(batch)["bc_loss"] == 0.0
 
 
-def test_bc_on_all_rows_pulls_towards_the_replay_actions_without_demonstrations(
-    columns: dict[str, np.ndarray],
-) -> None:
-    batch = batch_from_columns(columns)
-    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
-    taken = low + (high - low) * torch.linspace(0.3, 0.7, 8)  # what the actors did, on every row
-    batch = batch._replace(action=taken.expand(len(batch.action), 8).clone())
-
-    def error(learner: SACLearner) -> float:
-        return float((learner.act(batch.obs, deterministic=True) - taken).div(high - low).abs().mean())
-
-    on_all, on_demos = (
-        _learner(bc_rows=rows, bc_weight=10.0, policy_averaging=1.0) for rows in ("all", "demonstrations")
-    )
-    before = error(on_all)
-    for _ in range(30):
-        stats = on_all.update(batch)
-        assert on_demos.update(batch)["bc_loss"] == 0.0  # no demonstrations: nothing to imitate
-    assert stats["bc_loss"] > 0 and stats["bc_weight"] > 0
-    assert error(on_all) < 0.75 * before and error(on_all) < 0.75 * error(on_demos)
-
-
 def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_surprise_first(
     columns: dict[str, np.ndarray],
 ) -> None:
