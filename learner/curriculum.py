@@ -65,7 +65,7 @@ class CurriculumConfig:
     """… counting the deterministic policy's validation episodes (the policy that is deployed) or
     the actors' training episodes, whose exploration noise keeps their success far below it (a
     median of 34 % against 77 %, never above 66 %, over 99 paired measurements on T0:
-    docs/experiments/2026-12-06-stability-and-the-gate.md), so that a gate fed by them cannot pass.
+    docs/experiments/2026-12-06-stability-and-the-gate.md), so that a gate fed by them rarely passes.
     A validation's episodes run side by side in several cells, so their order carries nothing:
     they enter the window spread evenly, successes among failures, and only after the rollback
     rule has passed the validation."""
