@@ -81,7 +81,9 @@ class TorchArmKinematics:
 
         Unconstrained (like the actor's raw proposal); differentiable w.r.t. ``target`` and ``q_init``.
         """
-        weights = torch.tensor([1, 1, 1, rotation_weight, rotation_weight, rotation_weight], dtype=q_init.dtype)
+        weights = torch.tensor(
+            [1, 1, 1, rotation_weight, rotation_weight, rotation_weight], dtype=q_init.dtype, device=q_init.device
+        )
         eye = torch.eye(6, dtype=q_init.dtype, device=q_init.device)
         q = q_init
         for _ in range(iterations):
@@ -110,8 +112,12 @@ class TorchArmKinematics:
         pose, jac = self.jacobian(q)
         sigma_min = torch.linalg.svdvals(jac)[..., -1]
         p = pose[..., :3, 3]
-        low = torch.tensor([config.workspace_x.low, config.workspace_y.low, config.workspace_z.low], dtype=q.dtype)
-        high = torch.tensor([config.workspace_x.high, config.workspace_y.high, config.workspace_z.high], dtype=q.dtype)
+        low = torch.tensor(
+            [config.workspace_x.low, config.workspace_y.low, config.workspace_z.low], dtype=q.dtype, device=q.device
+        )
+        high = torch.tensor(
+            [config.workspace_x.high, config.workspace_y.high, config.workspace_z.high], dtype=q.dtype, device=q.device
+        )
         outside = torch.relu(low - p) + torch.relu(p - high)
         beyond = torch.relu(self.joint_low - q) + torch.relu(q - self.joint_high)
         return torch.relu(config.min_singular_value - sigma_min) + outside.sum(-1) + beyond.sum(-1)
