@@ -386,13 +386,14 @@ class SACLearner:
         q_pi = qs_pi.amin(0) if cfg.actor_q == "min" else qs_pi.mean(0)
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
+        q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
         bc_weight = self.bc_weight() if demos else 0.0
         if bc_weight > 0:
             # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
             imitated = torch.tanh(out.mean[-demos:])
             bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
-            actor_loss = actor_loss + bc_weight * q_pi.detach().abs().mean() * bc_loss
+            actor_loss = actor_loss + bc_weight * q_scale * bc_loss
         kl = torch.zeros((), device=self.device)
         if self.kl_reference is not None and self.kl_weight > 0:
             # KL of the pre-squash Gaussians (tanh is a bijection, so it is the squashed policies' KL)
@@ -402,13 +403,13 @@ class SACLearner:
             log_ratio = torch.log(reference.std) - torch.log(out.std)
             spread = (out.std**2 + (out.mean - reference.mean) ** 2) / (2 * reference.std**2)
             kl = (log_ratio + spread - 0.5).sum(1).mean()
-            actor_loss = actor_loss + self.kl_weight * q_pi.detach().abs().mean() * kl
+            actor_loss = actor_loss + self.kl_weight * q_scale * kl
         reachability = torch.zeros((), device=self.device)
         if self.kinematics is not None and cfg.reachability_weight > 0:
             arm, action_config = self.kinematics
             joints = batch.obs["proprio"][:, JOINT_POSITIONS]
             reachability = arm.command_penalty(joints, out.action[:, :TWIST_DIM], action_config).float().mean()
-            actor_loss = actor_loss + cfg.reachability_weight * q_pi.detach().abs().mean() * reachability
+            actor_loss = actor_loss + cfg.reachability_weight * q_scale * reachability
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         norms = self.channels.observe()
