@@ -78,6 +78,7 @@ def collect_demonstrations(
                 reward=np.float32(reward[i]),
                 terminated=bool(terminated[i]),
                 truncated=bool(truncated[i]),
+                intervention=True,
             )
             running[i].append(step)
         done = terminated | truncated

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from actors.exploration import ChannelNoise, ExplorationConfig, entropy_scale
+from actors.intervention import InterventionConfig, Interventions
 from actors.weight_prefetch import DecodedWeights, WeightPrefetcher, decode_policy_weights
 from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
@@ -64,6 +65,12 @@ class ActorStats:
     outcomes: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     holds: int = 0
     out_of_bounds_proposed: int = 0
+    interventions: int = 0
+    """Episodes the scripted expert took over."""
+    intervention_steps: int = 0
+    """Control steps the expert drove."""
+    policy_successes: int = 0
+    """Successful episodes the policy finished on its own (no intervention)."""
 
 
 class PolicyCopy:
@@ -181,12 +188,14 @@ class SimActor:
         announcements: BlockingAnnouncements | None = None,
         tiers: TierSource | None = None,
         prefetch_niceness: int | None = None,
+        interventions: InterventionConfig | None = None,
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
         ``announcements`` a thread fetches each announced version as it comes, and the first step
         after it is decoded installs it. With ``tiers``, every version check also reads the
         curriculum's tier and switches to it. ``prefetch_niceness``: the prefetch thread's own
-        niceness (None: the process's)."""
+        niceness (None: the process's). With ``interventions`` enabled the scripted expert takes
+        over episodes that go wrong (:mod:`actors.intervention`)."""
         self.actor_id = actor_id
         self.cell = cell
         self.action_config = action or ActionConfig()
@@ -202,10 +211,16 @@ class SimActor:
         self.finished: collections.deque[EpisodeOutcome] = collections.deque(maxlen=RECENT_LIMIT)
         """Outcomes of the episodes finished since :meth:`take_outcomes` last emptied it (the
         latest ``RECENT_LIMIT`` when nobody takes them)."""
-        self._episode_steps = np.zeros(num_cells, dtype=np.int64)
+        self._open_steps = np.zeros(num_cells, dtype=np.int64)
+        """Steps appended to each sink's open episode."""
         self.policy = ActingPolicy(cell, network or NetworkConfig(), action or ActionConfig())
         self.exploration = exploration or ExplorationConfig()
         self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
+        self.interventions = (
+            Interventions(interventions, cell, num_cells, self.action_config)
+            if interventions is not None and interventions.enabled
+            else None
+        )
         self.sinks = [sink_factory(f"{actor_id}/{i}") for i in range(num_cells)]
         self._stamp_tier()
         self.weights = weights
@@ -268,7 +283,7 @@ class SimActor:
             return False
         self.generation = generation
         if tier != self.tier.name:
-            for i in map(int, np.flatnonzero(self._episode_steps)):
+            for i in map(int, np.flatnonzero(self._open_steps)):
                 self.sinks[i].end_episode({k: self.obs[k][i] for k in OBSERVATION_KEYS})
             self.tier = get_tier(tier)
             seed = None if self.seed is None else self.seed + 7919 * generation
@@ -280,7 +295,9 @@ class SimActor:
             )
             self.obs, _ = self.env.reset(seed=seed)
             self.noise.reset(np.ones(self.num_cells, dtype=bool))
-            self._episode_steps[:] = 0
+            if self.interventions is not None:
+                self.interventions.reset(np.ones(self.num_cells, dtype=bool))
+            self._open_steps[:] = 0
             self._stamp_tier()
         return True
 
@@ -309,23 +326,31 @@ class SimActor:
             self.env.action_low,
             self.env.action_high,
         )
+        expert = self._expert_actions(actions)
         obs, reward, terminated, truncated, info = self.env.step(actions)
+        done = terminated | truncated
+        taken_over = self._taken_over(obs, done)
+        if taken_over.any():
+            assert self.interventions is not None
+            reward = reward - self.interventions.config.penalty * taken_over
         final = info.get("final_observation")
         for i, sink in enumerate(self.sinks):
             step = {k: self.obs[k][i] for k in OBSERVATION_KEYS}
             step.update(
                 action=actions[i].astype(np.float32),  # the noisy proposal, inside the action box
                 reward=np.float32(reward[i]),
-                terminated=bool(terminated[i]),
+                terminated=bool(terminated[i] or taken_over[i]),
                 truncated=bool(truncated[i]),
+                intervention=bool(expert[i]),
             )
             sink.append(step)
-            if terminated[i] or truncated[i]:
+            self._open_steps[i] += 1
+            if done[i]:
                 assert final is not None
                 sink.end_episode({k: final[k][i] for k in OBSERVATION_KEYS})
-        done = terminated | truncated
-        self._episode_steps += 1
-        self._episode_steps[done] = 0
+            elif taken_over[i]:
+                sink.end_episode({k: obs[k][i] for k in OBSERVATION_KEYS})
+        self._open_steps[done | taken_over] = 0
         if done.any():
             self.noise.reset(done)
             for i in map(int, np.flatnonzero(done)):
@@ -337,9 +362,11 @@ class SimActor:
                         bool(info["outcome_collision"][i]),
                         bool(info["outcome_slip"][i]),
                         bool(info["outcome_force_overshoot"][i]),
+                        intervened=bool(expert[i]),
                     )
                 )
             self.stats.episodes += int(done.sum())
+            self.stats.policy_successes += int((info["outcome_success"] & ~expert).sum())
             for name in OUTCOMES:
                 self.stats.outcomes[name] += int(info[f"outcome_{name}"].sum())
         self.stats.env_steps += self.num_cells
@@ -347,6 +374,30 @@ class SimActor:
         self.stats.out_of_bounds_proposed += int(info["out_of_bounds_proposed"].sum())
         self.obs = obs
         return info
+
+    def _expert_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Replace, in place, the actions of the cells the expert drives; returns which cells it
+        drives this step (bool ``(N,)``)."""
+        if self.interventions is None or not self.interventions.active.any():
+            return np.zeros(self.num_cells, dtype=bool)
+        driven = self.interventions.active.copy()
+        expert = np.clip(self.interventions.expert_actions(self.obs), self.env.action_low, self.env.action_high)
+        actions[driven] = expert[driven]
+        self.stats.intervention_steps += int(driven.sum())
+        return driven
+
+    def _taken_over(self, obs: dict[str, np.ndarray], done: np.ndarray) -> np.ndarray:
+        """The cells whose episode went wrong on the step just taken (``obs`` its result; ``done``
+        the episodes it ended, whose trigger state starts afresh): the expert drives them from the
+        next step on (bool ``(N,)``)."""
+        if self.interventions is None:
+            return np.zeros(self.num_cells, dtype=bool)
+        self.interventions.reset(done)
+        starting = self.interventions.triggered(obs) & ~done
+        if starting.any():
+            self.interventions.take_over(starting)
+            self.stats.interventions += int(starting.sum())
+        return starting
 
     def run(self, steps: int) -> ActorStats:
         """``steps`` control steps, then flush every sink."""

@@ -82,8 +82,11 @@ def main() -> None:
         pass
 
     evaluations: list[dict[str, float]] = []
+    progress: dict[str, float] = {}
 
     def show(row: dict[str, float]) -> None:
+        if "episodes" in row:
+            progress.update(row)
         if "eval_success_rate" in row:
             evaluations.append({k.removeprefix("eval_"): v for k, v in row.items()})
             print(
@@ -144,6 +147,8 @@ def main() -> None:
                 "stability": stability,
                 "evaluations": [e["success_rate"] for e in evaluations],
                 "demonstration_episodes": config.learning.demonstrations,
+                "training_episodes": int(progress.get("episodes", 0)),
+                "interventions": int(progress.get("interventions", 0)),
                 "final_success_rate": final["success_rate"] if final else None,
                 "final_interval": [final["ci_low"], final["ci_high"]] if final else None,
                 "best_policy": best,

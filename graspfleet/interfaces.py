@@ -73,6 +73,14 @@ class EpisodeOutcome:
     collision: bool = False
     slip: bool = False
     force_overshoot: bool = False
+    intervened: bool = False
+    """The scripted expert took the episode over (actors/intervention.py): whatever its outcome,
+    the policy did not succeed."""
+
+    @property
+    def policy_success(self) -> bool:
+        """Success of the policy on its own: a success the expert did not take over."""
+        return self.success and not self.intervened
 
 
 class WeightSource(Protocol):

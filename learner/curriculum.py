@@ -190,7 +190,7 @@ class CurriculumController:
             return None
         if self.config.gate_source != "training":
             return None
-        self.window.append(bool(outcome.success))
+        self.window.append(outcome.policy_success)
         return self._gate()
 
     def _gate(self) -> CurriculumEvent | None:

@@ -19,6 +19,7 @@ import ray
 import torch
 
 from actors.exploration import ExplorationConfig
+from actors.intervention import InterventionConfig
 from actors.sim_actor import SimActor
 from actors.trajectory import grasp_signature
 from graspfleet.actions.config import ActionConfig
@@ -49,6 +50,7 @@ class ActorSettings:
     action: ActionConfig
     network: NetworkConfig
     exploration: ExplorationConfig
+    interventions: InterventionConfig
 
     @classmethod
     def of_run(cls, config: TrainConfig) -> ActorSettings:
@@ -62,6 +64,7 @@ class ActorSettings:
             action=config.action,
             network=config.network,
             exploration=config.exploration,
+            interventions=config.interventions,
         )
 
 
@@ -74,7 +77,11 @@ class ActorMetrics:
         "graspfleet_actor_env_steps": ("counter", "Environment steps"),
         "graspfleet_actor_episodes": ("counter", "Episodes finished"),
         "graspfleet_actor_episode_outcomes": ("counter", "Episodes by outcome (tag outcome)"),
-        "graspfleet_actor_success_rate": ("gauge", "Success over the actor's recent episodes"),
+        "graspfleet_actor_success_rate": (
+            "gauge",
+            "Success over the actor's recent episodes (an episode the expert took over is a failure)",
+        ),
+        "graspfleet_actor_interventions": ("counter", "Episodes the scripted expert took over"),
         "graspfleet_actor_holds": ("counter", "Steps the safety layer held (safe-action cache)"),
         "graspfleet_actor_out_of_bounds_proposals": ("counter", "Policy proposals outside a bound of the pipeline"),
         "graspfleet_actor_weights_version_lag": ("gauge", "Latest published weights version minus the one loaded"),
@@ -114,6 +121,7 @@ class ActorMetrics:
         self.episodes = make("graspfleet_actor_episodes")
         self.outcomes = make("graspfleet_actor_episode_outcomes")
         self.success_rate = make("graspfleet_actor_success_rate")
+        self.interventions = make("graspfleet_actor_interventions")
         self.holds = make("graspfleet_actor_holds")
         self.out_of_bounds = make("graspfleet_actor_out_of_bounds_proposals")
         self.version_lag = make("graspfleet_actor_weights_version_lag")
@@ -150,7 +158,9 @@ class ActorMetrics:
         for outcome in outcomes:
             tags = {"actor": self.actor_id, "tier": outcome.tier}
             self.episodes.inc(1, tags)
-            self.recent.append(outcome.success)
+            self.recent.append(outcome.policy_success)
+            if outcome.intervened:
+                self.interventions.inc(1, tags)
             for name in OUTCOMES:
                 if getattr(outcome, name):
                     self.outcomes.inc(1, {**tags, "outcome": name})
@@ -201,6 +211,7 @@ class ActorWorker:
             announcements=self.plane.weight_notifications(),
             tiers=self.plane if config.follow_curriculum else None,
             prefetch_niceness=config.prefetch_niceness,
+            interventions=config.interventions,
         )
         self.metrics = ActorMetrics(actor_id, actors.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -220,7 +231,7 @@ class ActorWorker:
         last call, and the outcome of each episode finished (``EpisodeOutcome`` fields, as plain
         tuples)."""
         stats = self.actor.stats
-        env, episodes, successes = stats.env_steps, stats.episodes, stats.outcomes["success"]
+        env, episodes, successes = stats.env_steps, stats.episodes, stats.policy_successes
         holds, out_of_bounds = stats.holds, stats.out_of_bounds_proposed
         for _ in range(steps):
             if self.draining.is_set():
@@ -250,7 +261,7 @@ class ActorWorker:
         return {
             "env_steps": stats.env_steps - env,
             "episodes": stats.episodes - episodes,
-            "successes": stats.outcomes["success"] - successes,
+            "successes": stats.policy_successes - successes,
             "weights_version": self.actor.policy.version,
             "adoptions": self.actor.take_adoptions(),
             "outcomes": [dataclasses.astuple(o) for o in outcomes],

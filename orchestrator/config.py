@@ -16,6 +16,7 @@ import dataclasses
 from typing import ClassVar
 
 from actors.exploration import ExplorationConfig
+from actors.intervention import InterventionConfig
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import require
 from graspfleet.networks import NetworkConfig
@@ -232,6 +233,7 @@ class TrainConfig:
     network: NetworkConfig = NetworkConfig()
     sac: SACConfig = SACConfig()
     exploration: ExplorationConfig = ExplorationConfig()
+    interventions: InterventionConfig = InterventionConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     replay: ShardConfig = ShardConfig(capacity=200_000, min_size_to_sample=1)
 

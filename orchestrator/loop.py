@@ -174,6 +174,8 @@ class TrainingLoop:
         # version numbers continue after a resume, past anything the registry already holds
         self.version = max(backend.weights.latest_version(), self.resumed)
         self.env_steps = self.episodes = self.successes = 0
+        self.interventions = 0
+        """Training episodes the scripted expert took over (actors/intervention.py)."""
         self.last_update: dict[str, float] = {}
         self.last_published_at = time.perf_counter()
         self.validations_requested = self.validations_finished = 0
@@ -311,6 +313,9 @@ class TrainingLoop:
         self.metrics.env_steps.inc(collected.env_steps)
         for outcome in collected.outcomes:
             self.metrics.episodes.labels(tier=outcome.tier).inc()
+            if outcome.intervened:
+                self.interventions += 1
+                self.metrics.interventions.labels(tier=outcome.tier).inc()
             for name in OUTCOMES:
                 if getattr(outcome, name):
                     self.metrics.outcomes.labels(tier=outcome.tier, outcome=name).inc()
@@ -326,6 +331,7 @@ class TrainingLoop:
         if sample is None:
             return False
         batch = batch_from_columns(sample.columns, learner.device, sample.weights)
+        metrics.intervention_rows_routed.inc(self.demonstrations.route(sample))
         self.last_update = learner.update(batch, self.demonstrations.sample())
         if config.replay.sampler == "prioritized" and not self.backend.update_priorities(
             sample, new_priorities(learner, config.replay)
@@ -363,6 +369,7 @@ class TrainingLoop:
             self.last_update,
             **self.backend.progress_fields(),
             tier_index=TIER_ORDER.index(self.tier),
+            interventions=self.interventions,
         )
         if self.on_progress is not None:
             self.on_progress(row)

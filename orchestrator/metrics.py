@@ -32,6 +32,17 @@ class LearnerMetrics:
             ["tier", "outcome"],
             registry=r,
         )
+        self.interventions = Counter(
+            "graspfleet_interventions",
+            "Training episodes the scripted expert took over, by tier (their outcomes are counted above too)",
+            ["tier"],
+            registry=r,
+        )
+        self.intervention_rows_routed = Counter(
+            "graspfleet_learner_intervention_rows_routed",
+            "Intervention transitions the learner drew from replay and added to its demonstrations",
+            registry=r,
+        )
         self.version_lag = Gauge(
             "graspfleet_weights_version_lag",
             "Published weights version minus the oldest version an actor reported running",

@@ -74,6 +74,7 @@ class SerialBackend:
                 action=config.action,
                 seed=config.seed + k,
                 version_check_every=config.actors.version_check_every,
+                interventions=config.interventions,
             )
             for k in range(config.actors.count)
         ]
@@ -104,7 +105,7 @@ class SerialBackend:
         totals = (
             sum(a.stats.env_steps for a in self.actors),
             sum(a.stats.episodes for a in self.actors),
-            sum(a.stats.outcomes["success"] for a in self.actors),
+            sum(a.stats.policy_successes for a in self.actors),
         )
         (steps, episodes, successes), before = totals, self.counted
         self.counted = totals
