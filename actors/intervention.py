@@ -34,6 +34,8 @@ from graspfleet.sim.kinematics import ArmKinematics
 
 @dataclasses.dataclass(frozen=True)
 class InterventionConfig:
+    """When the scripted expert takes over a training episode, and what its takeover costs the policy."""
+
     enabled: bool = False
     """Whether the scripted expert takes over episodes that go wrong."""
     joint_margin: float = 0.15

@@ -212,43 +212,39 @@ class SE3Policy(nn.Module):
 
 
 class SharedForcePositionCritic(nn.Module):
-    """Q(s, a) with position and force actions sharing one embedding (method.md §3): ``(B,)``, or
-    ``(B, outputs)`` logits of a value distribution when ``outputs`` > 1."""
+    """Q(s, a) with position and force actions sharing one embedding (method.md §3)."""
 
-    def __init__(self, state_dim: int, config: NetworkConfig, outputs: int = 1) -> None:
+    def __init__(self, state_dim: int, config: NetworkConfig) -> None:
         super().__init__()
         e = config.critic_embedding
         norm = config.critic_layer_norm
         self.state = _mlp([state_dim, config.critic_state_hidden, e], layer_norm=norm)
         self.position = _mlp([7, e, e], layer_norm=norm)
         self.force = _mlp([1, e, e], layer_norm=norm)
-        self.head = _mlp([e, config.critic_head_hidden, config.critic_head_hidden, outputs], layer_norm=norm)
-        self.outputs = outputs
+        self.head = _mlp([e, config.critic_head_hidden, config.critic_head_hidden, 1], layer_norm=norm)
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         s_emb = self.state(state)
         a_emb = self.position(action[:, POSITION_DIMS]) + self.force(action[:, FORCE_DIMS])
-        out = self.head(s_emb - a_emb)
-        return out.squeeze(-1) if self.outputs == 1 else out
+        return self.head(s_emb - a_emb).squeeze(-1)
 
 
 class ConcatCritic(nn.Module):
-    """The ablation: a plain MLP on the concatenated state and action (outputs as above)."""
+    """The ablation: a plain MLP on the concatenated state and action."""
 
-    def __init__(self, state_dim: int, config: NetworkConfig, outputs: int = 1) -> None:
+    def __init__(self, state_dim: int, config: NetworkConfig) -> None:
         super().__init__()
         self.net = _mlp(
-            [state_dim + ACTION_DIM, config.critic_state_hidden, config.critic_head_hidden, outputs],
+            [state_dim + ACTION_DIM, config.critic_state_hidden, config.critic_head_hidden, 1],
             layer_norm=config.critic_layer_norm,
         )
-        self.outputs = outputs
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([state, action], 1))
-        return out.squeeze(-1) if self.outputs == 1 else out
+        return self.net(torch.cat([state, action], 1)).squeeze(-1)
 
 
-def make_critic(state_dim: int, config: NetworkConfig, outputs: int = 1) -> nn.Module:
-    """The configured critic with ``outputs`` values per row (1: Q itself)."""
-    kind = SharedForcePositionCritic if config.critic == "shared" else ConcatCritic
-    return kind(state_dim, config, outputs)
+def make_critic(state_dim: int, config: NetworkConfig) -> nn.Module:
+    """The configured critic."""
+    return (
+        SharedForcePositionCritic(state_dim, config) if config.critic == "shared" else ConcatCritic(state_dim, config)
+    )

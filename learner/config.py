@@ -58,6 +58,9 @@ class SACConfig:
     """Entropy target of the temperature; None means −(action dimensions)."""
     tangent_penalty_weight: float = 1e-3
     """method.md §3: weight of the tangent-space norm penalty that limits the twist's variance."""
+    mean_action_weight: float = 0.0
+    """Weight of −Q(s, squashed mean) in the actor's loss: the deterministic policy gradient at the
+    action the actors and evaluations execute, beside SAC's gradient at sampled actions (0: SAC's alone)."""
     position_grad_threshold: float = 50.0
     """method.md §3: when the position head's gradient norm (its moving average) exceeds this,
     its learning rate drops. Healthy T0 runs show norms of about 1–20."""
@@ -95,17 +98,6 @@ class SACConfig:
     """Which encoder's latent of the next observation the policy reads to choose the TD target's
     next action: ``online`` (the encoder being trained: one more encoder pass per update) or
     ``target`` (the target encoder's, which the target critics read anyway: one pass fewer)."""
-    value_bins: int = 0
-    """0: each critic regresses Q (squared TD error). > 1: each critic outputs logits over this
-    many bins spanning [``value_min``, ``value_max``] and learns by cross-entropy against the TD
-    target smeared into a Gaussian histogram (HL-Gauss, "Stop Regressing", Farebrother et al.
-    2024); Q is the distribution's mean and targets outside the span count at its edge."""
-    value_min: float = -100.0
-    """Lower edge of the value bins (units of scaled return)."""
-    value_max: float = 200.0
-    """Upper edge of the value bins: above the success bonus of 100 plus ~1/(1 − γ) of shaping."""
-    value_smoothing: float = 0.75
-    """σ of HL-Gauss's Gaussian, in bin widths (the paper's 0.75)."""
 
     def __post_init__(self) -> None:
         require(0 <= self.gamma <= 1, "sac.gamma: must be in [0, 1]")
@@ -142,7 +134,5 @@ class SACConfig:
         require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")
+        require(self.mean_action_weight >= 0, "sac.mean_action_weight: must be >= 0")
         require(self.reachability_weight >= 0, "sac.reachability_weight: must be >= 0")
-        require(self.value_bins == 0 or self.value_bins >= 2, "sac.value_bins: must be 0 (regression) or >= 2")
-        require(self.value_max > self.value_min, "sac.value_max: must be > sac.value_min")
-        require(self.value_smoothing > 0, "sac.value_smoothing: must be > 0 bin widths")

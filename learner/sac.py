@@ -3,8 +3,7 @@
 - an ensemble of critics (SAC's twin by default; the method's shared force/position critic) on
   the encoder's latent plus the critic-only ``privileged`` observation, each with a target copy
   updated by Polyak averaging; the TD target takes the minimum over a random subset of the
-  target critics (RLPD), over both of the twin; each critic regresses Q, or (``value_bins``)
-  outputs a value histogram trained by cross-entropy (:class:`ValueHistogram`, HL-Gauss);
+  target critics (RLPD), over both of the twin;
 - automatic temperature α towards an entropy target, so the stability reward and the sparse
   success reward end up on one scale;
 - the actor reads only the (detached) latent: asymmetric actor–critic;
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -178,33 +176,6 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class ValueHistogram:
-    """HL-Gauss (Farebrother et al. 2024): Q as the mean of a categorical distribution over
-    ``bins`` equal bins spanning [``low``, ``high``], trained by cross-entropy against a scalar
-    target spread into a Gaussian of σ = ``smoothing`` bin widths and integrated over the bins."""
-
-    def __init__(self, bins: int, low: float, high: float, smoothing: float, device: torch.device) -> None:
-        self.edges = torch.linspace(low, high, bins + 1, device=device)
-        self.centres = (self.edges[:-1] + self.edges[1:]) / 2
-        self.sigma = smoothing * (high - low) / bins
-        self.low, self.high = low, high
-
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        """Q ``(…)`` of logits ``(…, bins)``."""
-        return (logits.softmax(-1) * self.centres).sum(-1)
-
-    def target(self, values: torch.Tensor) -> torch.Tensor:
-        """The histogram ``(…, bins)`` of scalar targets ``(…)``, each clamped into the span first."""
-        clamped = values.clamp(self.low, self.high)[..., None]
-        cdf = torch.special.erf((self.edges - clamped) / (math.sqrt(2) * self.sigma))
-        mass = cdf[..., 1:] - cdf[..., :-1]
-        return mass / mass.sum(-1, keepdim=True)
-
-    def cross_entropy(self, logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Per-row cross-entropy ``(…)`` of logits ``(…, bins)`` against targets ``(…)``."""
-        return -(self.target(values) * logits.log_softmax(-1)).sum(-1)
-
-
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU."""
     if device == "auto":
@@ -236,15 +207,8 @@ class SACLearner:
         privileged = spec["privileged"].shape[0]
         self.encoder = ObservationEncoder(spec, net).to(self.device)
         self.policy = SE3Policy(net.latent_dim, net, *action_bounds).to(self.device)
-        cfg = self.config
-        self.histogram = (
-            ValueHistogram(cfg.value_bins, cfg.value_min, cfg.value_max, cfg.value_smoothing, self.device)
-            if cfg.value_bins
-            else None
-        )
-        """The critics' value bins (None: they regress Q)."""
         self.critics = nn.ModuleList(
-            make_critic(net.latent_dim + privileged, net, max(cfg.value_bins, 1)) for _ in range(cfg.critics)
+            make_critic(net.latent_dim + privileged, net) for _ in range(self.config.critics)
         ).to(self.device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
@@ -375,9 +339,7 @@ class SACLearner:
                 if cfg.critic_subset < cfg.critics
                 else range(cfg.critics)
             )
-            next_q = self._q(torch.stack([self.target_critics[i](next_state, following.action) for i in subset])).amin(
-                0
-            )
+            next_q = torch.stack([self.target_critics[i](next_state, following.action) for i in subset]).amin(0)
             discounts = cfg.gamma ** torch.arange(batch.reward.shape[1], device=self.device, dtype=torch.float32)
             bootstrap = cfg.gamma**batch.horizon * (1 - batch.terminated)
             if cfg.backup_entropy:
@@ -385,13 +347,8 @@ class SACLearner:
             target = cfg.reward_scale * (batch.reward @ discounts) + bootstrap * next_q
 
         latent, state = self._state(self.encoder, batch.obs)
-        outputs = torch.stack([critic(state, batch.action) for critic in self.critics])
-        qs = self._q(outputs)
-        if self.histogram is None:
-            per_critic = (qs - target) ** 2
-        else:
-            per_critic = self.histogram.cross_entropy(outputs, target.expand(len(outputs), -1))
-        critic_loss = (batch.weights * per_critic.sum(0)).mean()
+        qs = torch.stack([critic(state, batch.action) for critic in self.critics])
+        critic_loss = (batch.weights * ((qs - target) ** 2).sum(0)).mean()
         replay_rows = qs.shape[1] - demos
         self._last_td = (qs.detach()[:, :replay_rows], target[:replay_rows])
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -418,10 +375,6 @@ class SACLearner:
         stats.update(actor)  # the rest in the actor step's order (metrics.csv columns)
         return {**stats, "position_lr": lrs["position"], "force_lr": lrs["force"]}
 
-    def _q(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Q ``(C, B)`` of the critics' stacked outputs (Q itself, or logits over the value bins)."""
-        return outputs if self.histogram is None else self.histogram.mean(outputs)
-
     def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
         of the temperature; the losses and gradient norms it measured."""
@@ -429,10 +382,15 @@ class SACLearner:
         alpha = self.log_alpha.exp().detach()
         out = self.policy(latent)
         with frozen(self.critics):  # the actor's loss reaches the actions, not the critics' weights
-            qs_pi = self._q(torch.stack([critic(state, out.action) for critic in self.critics]))
+            qs_pi = torch.stack([critic(state, out.action) for critic in self.critics])
+            if cfg.mean_action_weight > 0:  # the executed action: the squashed mean
+                qs_mean = torch.stack([critic(state, self.policy.squash(out.mean)) for critic in self.critics])
         q_pi = qs_pi.amin(0) if cfg.actor_q == "min" else qs_pi.mean(0)
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
+        if cfg.mean_action_weight > 0:
+            q_mean = qs_mean.amin(0) if cfg.actor_q == "min" else qs_mean.mean(0)
+            actor_loss = actor_loss - cfg.mean_action_weight * q_mean.mean()
         q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
         bc_weight = self.bc_weight() if demos else 0.0

@@ -17,7 +17,7 @@ from graspfleet.sim.config import CellConfig
 from graspfleet.spec import OBSERVATION_KEYS, observation_spec
 from graspfleet.weights import VERSION_KEY, deserialize, read_metadata, serialize
 from learner.config import SACConfig
-from learner.sac import SACLearner, ValueHistogram, batch_from_columns, frozen
+from learner.sac import SACLearner, batch_from_columns, frozen
 from tests.helpers import hold_action, make_batch
 
 CELL = CellConfig()
@@ -485,45 +485,19 @@ def test_the_next_action_reads_the_configured_encoders_latent(
         SACConfig(next_action_latent="both")  # type: ignore[arg-type]
 
 
-def test_a_value_histogram_target_never_leaves_its_bins_and_keeps_the_value_inside_them() -> None:
-    histogram = ValueHistogram(101, -100.0, 200.0, 0.75, torch.device("cpu"))
-    values = torch.tensor([-1e4, -100.0, -3.0, 0.0, 37.3, 150.0, 200.0, 1e4])
-    target = histogram.target(values)
-    assert target.shape == (8, 101) and (target >= 0).all()
-    torch.testing.assert_close(target.sum(-1), torch.ones(8))
-    mean = (target * histogram.centres).sum(-1)
-    # a value well inside the span keeps its mean; one outside it counts at the edge
-    torch.testing.assert_close(mean[2:6], values[2:6], atol=1e-3, rtol=0)
-    assert mean[0] == mean[1] and mean[-1] == mean[-2]
-    assert mean.min() >= -100.0 and mean.max() <= 200.0
-    # whatever the logits, Q stays inside the span
-    logits = torch.randn(1000, 101) * 50
-    q = histogram.mean(logits)
-    assert q.min() >= -100.0 and q.max() <= 200.0
-
-    # the cross-entropy is smallest at the target's own histogram
-    def logits(value: float) -> torch.Tensor:
-        return histogram.target(torch.tensor(value)).clamp_min(1e-12).log()
-
-    assert histogram.cross_entropy(logits(37.3), values[4]) < histogram.cross_entropy(logits(40.0), values[4])
-
-
-def test_histogram_critics_fit_the_reward_by_cross_entropy_and_report_q_as_their_mean(
+def test_the_mean_action_term_adds_minus_q_at_the_squashed_mean_to_the_actor_loss(
     columns: dict[str, np.ndarray],
 ) -> None:
-    learner = _learner(gamma=0.0, value_bins=51, value_min=0.0, value_max=20.0)
-    state_dim = NetworkConfig().latent_dim + SPEC["privileged"].shape[0]
-    assert learner.critics[0](torch.zeros(2, state_dim), torch.zeros(2, 8)).shape == (2, 51)
     batch = batch_from_columns(columns)
-    first = learner.update(batch)
-    assert first["q_mean"] == pytest.approx(10.0, abs=1.0)  # near-uniform logits: the span's centre
-    for _ in range(80):
-        last = learner.update(batch)
-    assert last["critic_loss"] < 0.8 * first["critic_loss"]
+    losses = {}
+    for weight in (0.0, 2.0):
+        learner = _learner(mean_action_weight=weight)
+        latent, state = learner._state(learner.encoder, batch.obs)
+        torch.manual_seed(3)  # the same sampled actions for both
+        losses[weight] = learner._update_actor(batch, latent.detach(), state.detach(), 0)["actor_loss"]
+    learner = _learner()
     with torch.no_grad():
-        _, state = learner._state(learner.encoder, batch.obs)
-        q = learner._q(torch.stack([critic(state, batch.action) for critic in learner.critics]))
-    # γ = 0: Q is the reward (under 1 here), so the means move to it from the span's centre
-    error = float((q - batch.reward[:, 0]).abs().mean())
-    assert error < 2.0
-    assert last["q_mean"] == pytest.approx(float(q.mean()), abs=0.5)
+        latent, state = learner._state(learner.encoder, batch.obs)
+        executed = learner.policy.squash(learner.policy(latent).mean)
+        q = torch.stack([critic(state, executed) for critic in learner.critics]).amin(0).mean()
+    assert losses[2.0] - losses[0.0] == pytest.approx(-2.0 * float(q), rel=1e-3, abs=1e-4)
