@@ -58,9 +58,6 @@ class SACConfig:
     """Entropy target of the temperature; None means −(action dimensions)."""
     tangent_penalty_weight: float = 1e-3
     """method.md §3: weight of the tangent-space norm penalty that limits the twist's variance."""
-    mean_action_weight: float = 0.0
-    """Weight of −Q(s, squashed mean) in the actor's loss: the deterministic policy gradient at the
-    action the actors and evaluations execute, beside SAC's gradient at sampled actions (0: SAC's alone)."""
     position_grad_threshold: float = 50.0
     """method.md §3: when the position head's gradient norm (its moving average) exceeds this,
     its learning rate drops. Healthy T0 runs show norms of about 1–20."""
@@ -134,5 +131,4 @@ class SACConfig:
         require(0 < self.policy_averaging <= 1, "sac.policy_averaging: must be in (0, 1]")
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")
-        require(self.mean_action_weight >= 0, "sac.mean_action_weight: must be >= 0")
         require(self.reachability_weight >= 0, "sac.reachability_weight: must be >= 0")

@@ -383,14 +383,9 @@ class SACLearner:
         out = self.policy(latent)
         with frozen(self.critics):  # the actor's loss reaches the actions, not the critics' weights
             qs_pi = torch.stack([critic(state, out.action) for critic in self.critics])
-            if cfg.mean_action_weight > 0:  # the executed action: the squashed mean
-                qs_mean = torch.stack([critic(state, self.policy.squash(out.mean)) for critic in self.critics])
         q_pi = qs_pi.amin(0) if cfg.actor_q == "min" else qs_pi.mean(0)
         penalty = tangent_norm_penalty(out.std[:, :TWIST_DIM], out.mean[:, :TWIST_DIM], cfg.tangent_penalty_weight)
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
-        if cfg.mean_action_weight > 0:
-            q_mean = qs_mean.amin(0) if cfg.actor_q == "min" else qs_mean.mean(0)
-            actor_loss = actor_loss - cfg.mean_action_weight * q_mean.mean()
         q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
         bc_weight = self.bc_weight() if demos else 0.0

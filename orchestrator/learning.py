@@ -71,7 +71,9 @@ class TransitionRing:
 
     def add(self, sample: SampleResult, rows: np.ndarray) -> int:
         """Keep ``sample``'s rows at indices ``rows`` that it does not hold yet; returns how many."""
-        fresh = [int(r) for r in rows if (sample.shard, int(sample.keys[r])) not in self.held]
+        # a batch drawn with replacement may hold a row twice: keep its first
+        first = {(sample.shard, int(sample.keys[r])): int(r) for r in reversed(rows)}
+        fresh = [row for origin, row in first.items() if origin not in self.held]
         if not fresh:
             return 0
         columns = transition_columns(sample.columns)

@@ -231,12 +231,13 @@ def test_a_transition_ring_keeps_each_row_once_and_drops_the_oldest() -> None:
     sample = _sample("a", [1, 2, 3, 4], [True] * 4)
     assert ring.add(sample, np.array([0, 1])) == 2
     assert ring.add(sample, np.array([0, 1])) == 0  # the same rows again
-    assert ring.add(_sample("b", [1], [True]), np.array([0])) == 1  # the same key on another shard
-    assert ring.add(sample, np.array([2, 3])) == 2  # overwrites the oldest (shard a, key 1)
-    assert ring.size == 3 and ring.added == 5
+    assert ring.add(_sample("a", [9, 9], [True, True]), np.array([0, 1])) == 1  # one row drawn twice
+    assert ring.add(_sample("b", [1], [True]), np.array([0])) == 1  # the same key on another shard (over a's key 1)
+    assert ring.add(sample, np.array([2, 3])) == 2  # over the two oldest left: a's keys 2 and 9
+    assert ring.size == 3 and ring.added == 6
     assert ring.add(sample, np.array([0])) == 1  # key 1 of shard a was dropped, so it is new again
     drawn = ring.sample(200)
-    assert set(drawn["reward"].tolist()) == {0.0, 2.0, 3.0}  # b's row 0 overwritten by a's row 0
+    assert set(drawn["reward"].tolist()) == {0.0, 2.0, 3.0}  # the last three added: a's rows 2, 3, 0
     assert drawn["horizon"].tolist() == [1] * 200
 
 

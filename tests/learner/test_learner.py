@@ -483,21 +483,3 @@ def test_the_next_action_reads_the_configured_encoders_latent(
     assert len(calls) == passes and calls.count("target") == 1
     with pytest.raises(ConfigError, match=r"sac\.next_action_latent: expected online or target"):
         SACConfig(next_action_latent="both")  # type: ignore[arg-type]
-
-
-def test_the_mean_action_term_adds_minus_q_at_the_squashed_mean_to_the_actor_loss(
-    columns: dict[str, np.ndarray],
-) -> None:
-    batch = batch_from_columns(columns)
-    losses = {}
-    for weight in (0.0, 2.0):
-        learner = _learner(mean_action_weight=weight)
-        latent, state = learner._state(learner.encoder, batch.obs)
-        torch.manual_seed(3)  # the same sampled actions for both
-        losses[weight] = learner._update_actor(batch, latent.detach(), state.detach(), 0)["actor_loss"]
-    learner = _learner()
-    with torch.no_grad():
-        latent, state = learner._state(learner.encoder, batch.obs)
-        executed = learner.policy.squash(learner.policy(latent).mean)
-        q = torch.stack([critic(state, executed) for critic in learner.critics]).amin(0).mean()
-    assert losses[2.0] - losses[0.0] == pytest.approx(-2.0 * float(q), rel=1e-3, abs=1e-4)
