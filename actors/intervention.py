@@ -88,27 +88,29 @@ class Interventions:
         self.start_height[which] = np.nan
 
     def triggered(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Advance the trigger one step on ``obs``; the cells not yet taken over whose episode went
-        wrong (bool ``(N,)``)."""
+        """Advance the trigger one step on ``obs`` in the cells the expert does not drive; those
+        whose episode went wrong (bool ``(N,)``)."""
         c = self.config
-        joints = obs["proprio"][:, :6].astype(np.float64)
-        target = obs["privileged"][:, :3].astype(np.float64)
+        watched = np.flatnonzero(~self.active)
+        wrong = np.zeros(len(self.active), dtype=bool)
+        if not watched.size:
+            return wrong
+        joints = obs["proprio"][watched, :6].astype(np.float64)
+        target = obs["privileged"][watched, :3].astype(np.float64)
         margin = np.minimum(joints - self.kinematics.joint_low, self.kinematics.joint_high - joints).min(axis=1)
         tcp = np.stack([self.kinematics.tcp_pose(q)[:3, 3] for q in joints])
         distance = np.linalg.norm(tcp - target, axis=1)
-        fresh = np.isnan(self.start_height)
-        self.start_height[fresh] = target[fresh, 2]
-        progressed = (distance < self.closest - c.stall_distance) | (target[:, 2] > self.start_height + c.lift_height)
-        self.closest = np.where(progressed, np.minimum(self.closest, distance), self.closest)
-        self.since_progress = np.where(progressed, 0, self.since_progress + 1)
-        wrong = (margin < c.joint_margin) | (self.since_progress >= c.stall_steps)
-        return wrong & ~self.active
+        start = self.start_height[watched]
+        start = np.where(np.isnan(start), target[:, 2], start)
+        closest = self.closest[watched]
+        progressed = (distance < closest - c.stall_distance) | (target[:, 2] > start + c.lift_height)
+        self.start_height[watched] = start
+        self.closest[watched] = np.where(progressed, np.minimum(closest, distance), closest)
+        self.since_progress[watched] = np.where(progressed, 0, self.since_progress[watched] + 1)
+        wrong[watched] = (margin < c.joint_margin) | (self.since_progress[watched] >= c.stall_steps)
+        return wrong
 
     def take_over(self, which: np.ndarray) -> None:
         """The expert starts driving the cells where ``which`` is true, planning from their pose now."""
         self.expert.reset(which)
         self.active |= which
-
-    def expert_actions(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """The expert's Cartesian actions ``(N, 8)`` (meaningful in the active cells only)."""
-        return self.expert.act(obs)

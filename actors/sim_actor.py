@@ -381,7 +381,7 @@ class SimActor:
         if self.interventions is None or not self.interventions.active.any():
             return np.zeros(self.num_cells, dtype=bool)
         driven = self.interventions.active.copy()
-        expert = np.clip(self.interventions.expert_actions(self.obs), self.env.action_low, self.env.action_high)
+        expert = np.clip(self.interventions.expert.act(self.obs), self.env.action_low, self.env.action_high)
         actions[driven] = expert[driven]
         self.stats.intervention_steps += int(driven.sum())
         return driven

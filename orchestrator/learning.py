@@ -147,8 +147,9 @@ class DemonstrationBatches:
         (``intervention``) among the demonstrations' share; returns how many were new."""
         if self.routed is None or self.tier is None:
             return 0
-        tier = TIER_ORDER.index(self.tier) if self.tier in TIER_ORDER else 0
-        rows = np.flatnonzero(np.asarray(sample.columns["intervention"]) & (sample.tiers == tier))
+        rows = np.flatnonzero(
+            np.asarray(sample.columns["intervention"]) & (sample.tiers == TIER_ORDER.index(self.tier))
+        )
         added = self.routed.add(sample, rows)
         self.routed_rows += added
         return added
