@@ -28,7 +28,7 @@ from pathlib import Path
 # this file's directory would shadow the `replay` package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from graspfleet.config import load, replace_keys  # noqa: E402
+from graspfleet.config import ConfigError, load, refuse_owned_overrides, replace_keys  # noqa: E402
 from graspfleet.sim.tiers import TIER_ORDER  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.serial import train_serial  # noqa: E402
@@ -88,6 +88,21 @@ def main() -> None:
     parser.add_argument("--kl-weight", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        refuse_owned_overrides(
+            args.set,
+            {
+                "tier": "use --start-tier",
+                "budget.env_steps": "its budget is --minutes",
+                "budget.seconds": "use --minutes",
+                "seed": "use --seed",
+                "learning.device": "it runs on the CPU",
+                "curriculum.enabled": "it measures the curriculum",
+                "curriculum.kl_weight": "it runs the default weight and 0 side by side",
+            },
+        )
+    except ConfigError as error:
+        parser.error(str(error))
     if args.child:
         print(json.dumps(one_run(args)))
         return

@@ -197,6 +197,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def refuse_owned_overrides(overrides: Sequence[str], owned: Mapping[str, str]) -> None:
+    """Refuse any ``key.path=value`` override of a key in ``owned`` (key → what to do instead),
+    or of a section holding one: a program that sets those keys itself would otherwise drop the
+    override without a word."""
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        for owned_key, instead in owned.items():
+            if owned_key == key or owned_key.startswith(key + "."):
+                raise ConfigError(f"--set {key}: this program sets {owned_key} itself; {instead}")
+
+
 def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides to nested plain data (returns a new dict)."""
     merged: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data)) or {}

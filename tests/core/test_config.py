@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from graspfleet.config import ConfigError, Range, from_mapping, load, merge_overrides, to_mapping
+from graspfleet.config import (
+    ConfigError,
+    Range,
+    from_mapping,
+    load,
+    merge_overrides,
+    refuse_owned_overrides,
+    to_mapping,
+)
 from graspfleet.sim.config import CellConfig, RewardConfig, TierConfig
 from graspfleet.sim.tiers import TIERS
 from orchestrator.cli import resolve_config
@@ -228,3 +236,14 @@ def test_replace_keys_changes_dotted_keys_and_validates() -> None:
         replace_keys(TrainConfig(), {"seed.x": 1})
     with pytest.raises(ConfigError, match="learning: batch_size: must be >= 1"):
         replace_keys(TrainConfig(), {"learning.batch_size": 0})
+
+
+def test_an_override_of_a_key_the_program_sets_itself_is_refused_with_what_to_use_instead() -> None:
+    owned = {"learning.updates_per_step": "use --updates-per-step", "seed": "use --seed"}
+    refuse_owned_overrides(["learning.batch_size=64", "sac.gamma=0.97"], owned)  # others pass
+    with pytest.raises(ConfigError, match=r"--set learning\.updates_per_step: .* itself; use --updates-per-step"):
+        refuse_owned_overrides(["sac.gamma=0.97", "learning.updates_per_step=2"], owned)
+    with pytest.raises(ConfigError, match=r"--set learning: this program sets learning\.updates_per_step"):
+        refuse_owned_overrides(["learning={}"], owned)  # a section that holds one
+    with pytest.raises(ConfigError, match=r"--set seed: .*use --seed"):
+        refuse_owned_overrides(["seed=3"], owned)
