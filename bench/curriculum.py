@@ -28,26 +28,39 @@ from pathlib import Path
 # this file's directory would shadow the `replay` package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from graspfleet.config import ConfigError, load, refuse_owned_overrides, replace_keys  # noqa: E402
+from graspfleet.config import ConfigError, load_owning  # noqa: E402
 from graspfleet.sim.tiers import TIER_ORDER  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.serial import train_serial  # noqa: E402
 
 
+def run_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration of one run: ``--set`` overrides, then the keys this bench sets itself
+    (an override of one of those is refused with the flag to use)."""
+    owned = {
+        "tier": args.start_tier,
+        "budget.env_steps": 10**9,
+        "budget.seconds": args.minutes * 60,
+        "seed": args.seed,
+        "learning.device": "cpu",
+        "curriculum.enabled": True,
+        "curriculum.kl_weight": args.kl_weight if args.kl_weight is not None else 0.0,
+    }
+    instead = {
+        "tier": "use --start-tier",
+        "budget.env_steps": "its budget is --minutes",
+        "budget.seconds": "use --minutes",
+        "seed": "use --seed",
+        "learning.device": "it runs on the CPU",
+        "curriculum.enabled": "it measures the curriculum",
+        "curriculum.kl_weight": "it runs the default weight and 0 side by side",
+    }
+    return load_owning(TrainConfig, args.set, owned, instead)
+
+
 def one_run(args: argparse.Namespace) -> dict[str, object]:
     """The child: one training run with the curriculum; its summary."""
-    config = replace_keys(
-        load(TrainConfig, None, args.set),
-        {
-            "tier": args.start_tier,
-            "budget.env_steps": 10**9,
-            "budget.seconds": args.minutes * 60,
-            "seed": args.seed,
-            "learning.device": "cpu",
-            "curriculum.enabled": True,
-            "curriculum.kl_weight": args.kl_weight if args.kl_weight is not None else 0.0,
-        },
-    )
+    config = run_config(args)
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
     start = time.perf_counter()
@@ -89,18 +102,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        refuse_owned_overrides(
-            args.set,
-            {
-                "tier": "use --start-tier",
-                "budget.env_steps": "its budget is --minutes",
-                "budget.seconds": "use --minutes",
-                "seed": "use --seed",
-                "learning.device": "it runs on the CPU",
-                "curriculum.enabled": "it measures the curriculum",
-                "curriculum.kl_weight": "it runs the default weight and 0 side by side",
-            },
-        )
+        run_config(args)  # refuse a bad --set here, not in each child
     except ConfigError as error:
         parser.error(str(error))
     if args.child:

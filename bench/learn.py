@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from actors.evaluation import evaluate  # noqa: E402
-from graspfleet.config import ConfigError, load, refuse_owned_overrides, replace_keys  # noqa: E402
+from graspfleet.config import ConfigError, load_owning  # noqa: E402
 from graspfleet.sim.tiers import get_tier  # noqa: E402
 from orchestrator.config import LearningConfig, TrainConfig  # noqa: E402
 from orchestrator.serial import train_serial  # noqa: E402
@@ -58,41 +58,35 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-learn"))
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
     args = parser.parse_args()
+    owned = {
+        "tier": args.tier,
+        # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
+        "curriculum.enabled": False,
+        "budget.env_steps": 10**9,
+        "budget.seconds": args.minutes * 60,
+        "evaluation.every": args.evaluate_every,
+        "evaluation.episodes": args.episodes,
+        "learning.updates_per_step": args.updates_per_step,
+        "learning.demonstrations": args.demonstrations,
+        "learning.device": "cpu",
+        "seed": args.seed,
+    }
+    instead = {
+        "tier": "use --tier",
+        "curriculum.enabled": "it trains one tier (bench/curriculum.py runs the curriculum)",
+        "budget.env_steps": "its budget is --minutes",
+        "budget.seconds": "use --minutes",
+        "evaluation.every": "use --evaluate-every",
+        "evaluation.episodes": "use --episodes",
+        "learning.updates_per_step": "use --updates-per-step",
+        "learning.demonstrations": "use --demonstrations",
+        "learning.device": "it runs on the CPU",
+        "seed": "use --seed",
+    }
     try:
-        refuse_owned_overrides(
-            args.set,
-            {
-                "tier": "use --tier",
-                "curriculum.enabled": "it trains one tier (bench/curriculum.py runs the curriculum)",
-                "budget.env_steps": "its budget is --minutes",
-                "budget.seconds": "use --minutes",
-                "evaluation.every": "use --evaluate-every",
-                "evaluation.episodes": "use --episodes",
-                "learning.updates_per_step": "use --updates-per-step",
-                "learning.demonstrations": "use --demonstrations",
-                "learning.device": "it runs on the CPU",
-                "seed": "use --seed",
-            },
-        )
+        config = load_owning(TrainConfig, args.set, owned, instead)
     except ConfigError as error:
         parser.error(str(error))
-
-    config = replace_keys(
-        load(TrainConfig, None, args.set),
-        {
-            "tier": args.tier,
-            # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
-            "curriculum.enabled": False,
-            "budget.env_steps": 10**9,
-            "budget.seconds": args.minutes * 60,
-            "evaluation.every": args.evaluate_every,
-            "evaluation.episodes": args.episodes,
-            "learning.updates_per_step": args.updates_per_step,
-            "learning.demonstrations": args.demonstrations,
-            "learning.device": "cpu",
-            "seed": args.seed,
-        },
-    )
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
 
