@@ -37,30 +37,21 @@ from orchestrator.serial import train_serial  # noqa: E402
 def run_config(args: argparse.Namespace) -> TrainConfig:
     """The configuration of one run: ``--set`` overrides, then the keys this bench sets itself
     (an override of one of those is refused with the flag to use)."""
-    owned = {
-        "tier": args.start_tier,
-        "budget.env_steps": 10**9,
-        "budget.seconds": args.minutes * 60,
-        "seed": args.seed,
-        "learning.device": "cpu",
-        "curriculum.enabled": True,
-        "curriculum.kl_weight": args.kl_weight if args.kl_weight is not None else 0.0,
+    kl_weight = args.kl_weight if args.kl_weight is not None else 0.0
+    owned = {  # key: (value, what to use instead of --set)
+        "tier": (args.start_tier, "use --start-tier"),
+        "budget.env_steps": (10**9, "its budget is --minutes"),
+        "budget.seconds": (args.minutes * 60, "use --minutes"),
+        "seed": (args.seed, "use --seed"),
+        "learning.device": ("cpu", "it runs on the CPU"),
+        "curriculum.enabled": (True, "it measures the curriculum"),
+        "curriculum.kl_weight": (kl_weight, "it runs the default weight and 0 side by side"),
     }
-    instead = {
-        "tier": "use --start-tier",
-        "budget.env_steps": "its budget is --minutes",
-        "budget.seconds": "use --minutes",
-        "seed": "use --seed",
-        "learning.device": "it runs on the CPU",
-        "curriculum.enabled": "it measures the curriculum",
-        "curriculum.kl_weight": "it runs the default weight and 0 side by side",
-    }
-    return load_owning(TrainConfig, args.set, owned, instead)
+    return load_owning(TrainConfig, args.set, owned)
 
 
-def one_run(args: argparse.Namespace) -> dict[str, object]:
-    """The child: one training run with the curriculum; its summary."""
-    config = run_config(args)
+def one_run(args: argparse.Namespace, config: TrainConfig) -> dict[str, object]:
+    """The child: one training run of ``config`` with the curriculum; its summary."""
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
     start = time.perf_counter()
@@ -102,11 +93,11 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        run_config(args)  # refuse a bad --set here, not in each child
+        config = run_config(args)  # a bad --set is refused here, before any child starts
     except ConfigError as error:
         parser.error(str(error))
     if args.child:
-        print(json.dumps(one_run(args)))
+        print(json.dumps(one_run(args, config)))
         return
 
     default_kl = TrainConfig().curriculum.kl_weight

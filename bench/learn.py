@@ -58,33 +58,21 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-learn"))
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value")
     args = parser.parse_args()
-    owned = {
-        "tier": args.tier,
+    owned = {  # key: (value, what to use instead of --set)
+        "tier": (args.tier, "use --tier"),
         # one tier throughout: this measures learning, not the curriculum (bench/curriculum.py does)
-        "curriculum.enabled": False,
-        "budget.env_steps": 10**9,
-        "budget.seconds": args.minutes * 60,
-        "evaluation.every": args.evaluate_every,
-        "evaluation.episodes": args.episodes,
-        "learning.updates_per_step": args.updates_per_step,
-        "learning.demonstrations": args.demonstrations,
-        "learning.device": "cpu",
-        "seed": args.seed,
-    }
-    instead = {
-        "tier": "use --tier",
-        "curriculum.enabled": "it trains one tier (bench/curriculum.py runs the curriculum)",
-        "budget.env_steps": "its budget is --minutes",
-        "budget.seconds": "use --minutes",
-        "evaluation.every": "use --evaluate-every",
-        "evaluation.episodes": "use --episodes",
-        "learning.updates_per_step": "use --updates-per-step",
-        "learning.demonstrations": "use --demonstrations",
-        "learning.device": "it runs on the CPU",
-        "seed": "use --seed",
+        "curriculum.enabled": (False, "it trains one tier (bench/curriculum.py runs the curriculum)"),
+        "budget.env_steps": (10**9, "its budget is --minutes"),
+        "budget.seconds": (args.minutes * 60, "use --minutes"),
+        "evaluation.every": (args.evaluate_every, "use --evaluate-every"),
+        "evaluation.episodes": (args.episodes, "use --episodes"),
+        "learning.updates_per_step": (args.updates_per_step, "use --updates-per-step"),
+        "learning.demonstrations": (args.demonstrations, "use --demonstrations"),
+        "learning.device": ("cpu", "it runs on the CPU"),
+        "seed": (args.seed, "use --seed"),
     }
     try:
-        config = load_owning(TrainConfig, args.set, owned, instead)
+        config = load_owning(TrainConfig, args.set, owned)
     except ConfigError as error:
         parser.error(str(error))
     if args.run_dir.exists():

@@ -208,12 +208,12 @@ def refuse_owned_overrides(overrides: Sequence[str], owned: Mapping[str, str]) -
                 raise ConfigError(f"--set {key}: this program sets {owned_key} itself; {instead}")
 
 
-def load_owning(cls: type[T], overrides: Sequence[str], owned: Mapping[str, Any], instead: Mapping[str, str]) -> T:
-    """``cls`` with ``key.path=value`` ``overrides`` applied, then the dotted keys of ``owned``
-    set to its values; an override of an owned key is refused (:func:`refuse_owned_overrides`,
-    with ``instead``'s advice for the key, where it has one)."""
-    refuse_owned_overrides(overrides, {key: instead.get(key, "it is not an override here") for key in owned})
-    return replace_keys(load(cls, None, overrides), owned)
+def load_owning(cls: type[T], overrides: Sequence[str], owned: Mapping[str, tuple[Any, str]]) -> T:
+    """``cls`` with ``key.path=value`` ``overrides`` applied, then each dotted key of ``owned``
+    (key → its value and what to use instead of overriding it) set to its value; an override of
+    an owned key is refused with that advice (:func:`refuse_owned_overrides`)."""
+    refuse_owned_overrides(overrides, {key: instead for key, (_, instead) in owned.items()})
+    return replace_keys(load(cls, None, overrides), {key: value for key, (value, _) in owned.items()})
 
 
 def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
