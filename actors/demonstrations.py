@@ -2,7 +2,7 @@
 
 The seed warm-starts online RL from data with a behaviour-cloning regularizer (weight 0.1 for
 the first ~10k steps) so the policy does not collapse before it has found the reward. Here the
-data are episodes of :class:`~graspfleet.policies.ScriptedGraspPolicy`, run through the same
+data are episodes of a scripted expert (:func:`~graspfleet.policies.make_expert`), run through the same
 cells and the same safe action pipeline as the actors, on the tier being trained; only
 successful episodes are kept. The learner holds them in its own small table and mixes a share
 of them into every batch (``SACConfig.demo_fraction``); the policy's weights still start from
@@ -19,7 +19,7 @@ import numpy as np
 from actors.trajectory import grasp_signature
 from graspfleet.actions.cartesian import CartesianBackend
 from graspfleet.actions.config import ActionConfig
-from graspfleet.policies import ScriptedGraspPolicy
+from graspfleet.policies import ExpertKind, make_expert
 from graspfleet.sim.batch import GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.tiers import TIER_ORDER
@@ -52,14 +52,16 @@ def collect_demonstrations(
     cells: int = 8,
     seed: int = 0,
     chunk_length: int = 32,
+    expert: ExpertKind = "waypoint",
 ) -> Demonstrations:
-    """Run the scripted expert until ``episodes`` successful episodes are recorded."""
+    """Run the scripted ``expert`` (:func:`~graspfleet.policies.make_expert`) until ``episodes``
+    successful episodes are recorded."""
     if episodes < 1:
         raise ValueError(f"demonstrations: episodes must be >= 1, got {episodes}")
     env = CartesianBackend(GraspCellBatch(cell, tier, cells, seed=seed), cell, action, strict=False)
-    expert = ScriptedGraspPolicy(cell, cells, action)
+    policy = make_expert(expert, cell, cells, action)
     obs, _ = env.reset(seed=seed)
-    expert.reset(np.ones(cells, dtype=bool))
+    policy.reset(np.ones(cells, dtype=bool))
     running: list[list[dict[str, Any]]] = [[] for _ in range(cells)]
     kept: list[tuple[list[dict[str, Any]], dict[str, np.ndarray]]] = []
     attempts = 0
@@ -69,7 +71,7 @@ def collect_demonstrations(
                 f"demonstrations: the scripted expert succeeded in {len(kept)} of {attempts} episodes on "
                 f"{tier.name}; {episodes} were asked for"
             )
-        actions = np.clip(expert.act(obs), env.action_low, env.action_high)
+        actions = np.clip(policy.act(obs), env.action_low, env.action_high)
         next_obs, reward, terminated, truncated, info = env.step(actions)
         for i in range(cells):
             step = {k: obs[k][i] for k in OBSERVATION_KEYS}
@@ -89,7 +91,7 @@ def collect_demonstrations(
                 kept.append((running[i], {k: final[k][i] for k in OBSERVATION_KEYS}))
             running[i] = []
         if done.any():
-            expert.reset(done)
+            policy.reset(done)
         obs = next_obs
     steps = sum(len(trajectory) for trajectory, _ in kept)
     signature = grasp_signature(observation_spec(cell))

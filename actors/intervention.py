@@ -27,7 +27,7 @@ import numpy as np
 
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import require
-from graspfleet.policies import ScriptedGraspPolicy
+from graspfleet.policies import ExpertKind, make_expert
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.kinematics import ArmKinematics
 
@@ -67,11 +67,17 @@ class Interventions:
     """The takeover state of N cells: which are driven by the expert, and the trigger's memory."""
 
     def __init__(
-        self, config: InterventionConfig, cell: CellConfig, num_cells: int, action: ActionConfig | None = None
+        self,
+        config: InterventionConfig,
+        cell: CellConfig,
+        num_cells: int,
+        action: ActionConfig | None = None,
+        expert: ExpertKind = "waypoint",
     ) -> None:
+        """``expert``: which scripted expert takes over (:func:`~graspfleet.policies.make_expert`)."""
         self.config = config
         self.kinematics = ArmKinematics(cell)
-        self.expert = ScriptedGraspPolicy(cell, num_cells, action)
+        self.expert = make_expert(expert, cell, num_cells, action)
         self.active = np.zeros(num_cells, dtype=bool)
         """Cells whose episode the expert drives (until the episode ends)."""
         self.closest = np.full(num_cells, np.inf)

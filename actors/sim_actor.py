@@ -34,6 +34,7 @@ from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_boun
 from graspfleet.actions.config import ActionConfig
 from graspfleet.interfaces import BlockingAnnouncements, EpisodeOutcome, TierSource, WeightSource
 from graspfleet.networks import NetworkConfig, ObservationEncoder, SE3Policy
+from graspfleet.policies import ExpertKind
 from graspfleet.sim.batch import OUTCOMES, GraspCellBatch
 from graspfleet.sim.config import CellConfig, TierConfig
 from graspfleet.sim.tiers import TIER_ORDER, get_tier
@@ -189,12 +190,13 @@ class SimActor:
         tiers: TierSource | None = None,
         prefetch_niceness: int | None = None,
         interventions: InterventionConfig | None = None,
+        expert: ExpertKind = "waypoint",
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
         ``announcements`` a thread fetches each announced version as it comes, and the first step
         after it is decoded installs it. With ``tiers``, every version check also reads the
         curriculum's tier and switches to it. ``prefetch_niceness``: the prefetch thread's own
-        niceness (None: the process's). With ``interventions`` enabled the scripted expert takes
+        niceness (None: the process's). With ``interventions`` enabled the scripted ``expert`` takes
         over episodes that go wrong (:mod:`actors.intervention`)."""
         self.actor_id = actor_id
         self.cell = cell
@@ -217,7 +219,7 @@ class SimActor:
         self.exploration = exploration or ExplorationConfig()
         self.noise = ChannelNoise(num_cells, self.exploration, seed=seed)
         self.interventions = (
-            Interventions(interventions, cell, num_cells, self.action_config)
+            Interventions(interventions, cell, num_cells, self.action_config, expert)
             if interventions is not None and interventions.enabled
             else None
         )

@@ -11,14 +11,16 @@ emits random twists and gripper commands. Both emit Cartesian actions
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import numpy as np
 
 from graspfleet.actions.config import ActionConfig
 from graspfleet.geometry import se3
 from graspfleet.sim.config import CellConfig
-from graspfleet.sim.kinematics import ArmKinematics, top_down_rotation
+from graspfleet.sim.kinematics import ArmChain, ArmKinematics, BatchArmKinematics, top_down_rotation
 from graspfleet.sim.reward import GRAVITY
+from graspfleet.spec import MASK_KEY, MODALITIES, PROPRIO_FIELDS
 
 
 class Phase(enum.IntEnum):
@@ -145,6 +147,139 @@ class ScriptedGraspPolicy:
         self.phase_steps[cell] = 0
 
 
+class ReactiveGraspPolicy:
+    """Top-down grasp as a function of the current observation alone: no phase, timer or waypoint.
+
+    Each cell's command is decided afresh every step from what it measures (TCP pose from the
+    joints; the finger pads' pressure from ``tactile``) and the target's pose and mass from
+    ``privileged``, in this order:
+
+    - **carry**: both pads press (peak taxel ≥ ``contact_pressure``) → keep closing and raise the
+      TCP to ``carry_height``;
+    - **close**: the TCP is within ``tolerance`` of the grasp point, or one pad presses → close
+      and hold the TCP where it is;
+    - **descend**: the TCP is within ``capture_radius`` of the target horizontally → open, move
+      to the grasp point;
+    - **approach**: otherwise → open, move to ``approach_height`` above the grasp point.
+
+    Where a cell's tactile reading is missing (``mask``), a grip counts as holding when the grip
+    force reaches ``settle_fraction`` of the command at a width between ``empty_width`` and
+    open — weaker: the finger force also reads high while the fingers still move.
+
+    The twist points the TCP down, yawed to the object's faces (:meth:`grasp_yaw`), towards the
+    goal at most ``tcp_speed`` per step and within the pipeline's limits. Because the action
+    depends on the observation only, a policy that sees the same things can represent it exactly,
+    which a learner imitating it needs (docs/experiments/2026-12-07-critic-input-utd-and-shaping.md),
+    and a dropped or missed grasp is retried, not carried to the episode's end.
+    """
+
+    def __init__(
+        self,
+        config: CellConfig,
+        num_cells: int,
+        action_config: ActionConfig | None = None,
+        approach_height: float = 0.12,
+        carry_height: float = 0.2,
+        tcp_speed: float = 0.5,
+        max_grip_force: float = 15.0,
+        min_grip_force: float = 4.0,
+        grip_safety: float = 2.5,
+        settle_fraction: float = 0.9,
+        contact_pressure: float = 10.0,
+        empty_width: float = 0.005,
+        tolerance: float = 0.01,
+        capture_radius: float = 0.02,
+        min_grasp_height: float = 0.03,
+        upright_cosine: float = 0.95,
+    ) -> None:
+        """Heights in m above the table, speed in m/s, forces per jaw in N, widths in m, pressure in
+        kPa (no-contact readings are below 1 kPa, a grip's peak taxels 50–400 kPa). The grip
+        force is :class:`ScriptedGraspPolicy`'s: ``grip_safety`` times the friction-limited holding
+        force, within ``[min_grip_force, max_grip_force]``."""
+        self.config = config
+        self.action_config = action_config or ActionConfig()
+        self.num_cells = num_cells
+        self.approach_height = approach_height
+        self.carry_height = carry_height
+        self.step_length = tcp_speed * config.physics.control_period
+        self.max_grip_force = min(max_grip_force, config.gripper.max_force)
+        self.min_grip_force = min(min_grip_force, self.max_grip_force)
+        self.grip_safety = grip_safety
+        self.settle_fraction = settle_fraction
+        self.contact_pressure = contact_pressure
+        self.empty_width = empty_width
+        self.tolerance = tolerance
+        self.capture_radius = capture_radius
+        self.min_grasp_height = min_grasp_height
+        self.upright_cosine = upright_cosine
+        self.kinematics = BatchArmKinematics(ArmChain.from_cell(config))
+
+    def reset(self, which: np.ndarray) -> None:
+        """Nothing to forget: the policy is memoryless."""
+
+    def grip_force(self, privileged: np.ndarray) -> np.ndarray:
+        """Commanded force per jaw (N) for each cell's target."""
+        mass, friction = privileged[:, 7], np.maximum(privileged[:, 8], 1e-3)
+        hold_per_jaw = mass * GRAVITY / (2.0 * friction)
+        return np.clip(self.grip_safety * hold_per_jaw, self.min_grip_force, self.max_grip_force)
+
+    def grasp_yaw(self, quat_wxyz: np.ndarray, tcp_rotation: np.ndarray) -> np.ndarray:
+        """TCP yaw (rad) ``(N,)`` to close across each object's faces, from the object's
+        orientations ``(N, 4)`` and the TCP's ``(N, 3, 3)``: of the object's four face-aligned
+        yaws, the one nearest the TCP's yaw now, so the wrist turns at most π/4; an object that is
+        not upright (a ball that rolled, a toppled cylinder: its z axis more than
+        ``acos(upright_cosine)`` from vertical) keeps the TCP's yaw."""
+        w, x, y, z = quat_wxyz.T
+        object_yaw = np.arctan2(2.0 * (x * y + w * z), 1.0 - 2.0 * (y * y + z * z))
+        upright = 1.0 - 2.0 * (x * x + y * y) >= self.upright_cosine
+        tcp_yaw = np.arctan2(-tcp_rotation[:, 0, 1], tcp_rotation[:, 1, 1])
+        turn = (object_yaw - tcp_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        return tcp_yaw + np.where(upright, turn, 0.0)
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Cartesian actions ``(num_cells, 8)`` for the current observation."""
+        privileged = obs["privileged"].astype(np.float64)
+        proprio = obs["proprio"].astype(np.float64)
+        width = proprio[:, PROPRIO_FIELDS.index("gripper_width")]
+        force = proprio[:, PROPRIO_FIELDS.index("grip_force")]
+        tcp = self.kinematics.tcp_pose(proprio[:, :6])
+        position = tcp[:, :3, 3]
+        grasp = privileged[:, :3].copy()
+        grasp[:, 2] = np.maximum(grasp[:, 2], self.min_grasp_height)
+        command_force = self.grip_force(privileged)
+
+        peak = obs["tactile"].reshape(self.num_cells, 2, -1).max(axis=2)
+        touching = peak >= self.contact_pressure
+        felt = obs[MASK_KEY][:, MODALITIES.index("tactile")].astype(bool)
+        gripped = (force >= self.settle_fraction * command_force) & (width > self.empty_width)
+        gripped &= width < self.config.gripper.max_width - self.empty_width
+        holding = np.where(felt, touching.all(axis=1), gripped)
+        pressing = felt & touching.any(axis=1)
+        aligned = np.linalg.norm(position[:, :2] - grasp[:, :2], axis=1) < self.capture_radius
+        at_grasp = aligned & (np.abs(position[:, 2] - grasp[:, 2]) < self.tolerance)
+        closing = ~holding & (at_grasp | pressing)
+        descending = ~holding & ~closing & aligned
+
+        goal = grasp.copy()
+        goal[:, 2] += self.approach_height
+        goal[descending] = grasp[descending]
+        goal[closing] = position[closing]
+        goal[holding] = position[holding]
+        goal[holding, 2] = self.carry_height
+        delta = goal - position
+        distance = np.linalg.norm(delta, axis=1, keepdims=True)
+        goal = position + delta * np.minimum(1.0, self.step_length / np.maximum(distance, 1e-12))
+
+        yaw = self.grasp_yaw(privileged[:, 3:7], tcp[:, :3, :3])
+        actions = np.zeros((self.num_cells, 8))
+        for i in range(self.num_cells):
+            goal_pose = se3.make_pose(top_down_rotation(yaw[i]), goal[i])
+            actions[i, :6] = limit_twist(se3.twist_between_at_point(tcp[i], goal_pose), self.action_config)
+        actions[:, 6] = np.where(holding | closing, 0.0, self.config.gripper.max_width)
+        actions[:, 7] = command_force
+        return actions
+
+
 class RandomCartesianPolicy:
     """Gaussian twists (σ = the per-step limits, so some exceed them) and uniform gripper commands."""
 
@@ -168,3 +303,19 @@ class RandomCartesianPolicy:
             [0.0, 0.0], [self.config.gripper.max_width, self.config.gripper.max_force], (self.num_cells, 2)
         )
         return np.concatenate([twist, gripper], axis=1)
+
+
+ExpertKind = Literal["waypoint", "reactive"]
+EXPERTS: tuple[ExpertKind, ...] = ("waypoint", "reactive")
+
+
+def make_expert(
+    kind: ExpertKind, config: CellConfig, num_cells: int, action_config: ActionConfig | None = None
+) -> ScriptedGraspPolicy | ReactiveGraspPolicy:
+    """The scripted expert named ``kind``: ``waypoint`` (:class:`ScriptedGraspPolicy`, a state
+    machine on moving waypoints) or ``reactive`` (:class:`ReactiveGraspPolicy`, memoryless)."""
+    if kind == "waypoint":
+        return ScriptedGraspPolicy(config, num_cells, action_config)
+    if kind == "reactive":
+        return ReactiveGraspPolicy(config, num_cells, action_config)
+    raise ValueError(f"expert: expected one of {EXPERTS}, got {kind!r}")

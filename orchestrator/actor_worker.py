@@ -26,6 +26,7 @@ from graspfleet.actions.config import ActionConfig
 from graspfleet.config import from_mapping
 from graspfleet.interfaces import EpisodeOutcome
 from graspfleet.networks import NetworkConfig
+from graspfleet.policies import ExpertKind
 from graspfleet.sim.batch import OUTCOMES
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import observation_spec
@@ -51,6 +52,8 @@ class ActorSettings:
     network: NetworkConfig
     exploration: ExplorationConfig
     interventions: InterventionConfig
+    expert: ExpertKind
+    """``learning.expert``: the scripted expert that takes over with interventions."""
 
     @classmethod
     def of_run(cls, config: TrainConfig) -> ActorSettings:
@@ -65,6 +68,7 @@ class ActorSettings:
             network=config.network,
             exploration=config.exploration,
             interventions=config.interventions,
+            expert=config.learning.expert,
         )
 
 
@@ -212,6 +216,7 @@ class ActorWorker:
             tiers=self.plane if config.follow_curriculum else None,
             prefetch_niceness=config.prefetch_niceness,
             interventions=config.interventions,
+            expert=config.expert,
         )
         self.metrics = ActorMetrics(actor_id, actors.success_window)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -20,6 +20,7 @@ from actors.intervention import InterventionConfig
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import require
 from graspfleet.networks import NetworkConfig
+from graspfleet.policies import ExpertKind
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.tiers import get_tier
 from learner.config import SACConfig
@@ -61,6 +62,10 @@ class LearningConfig:
     demonstrations: int = 100
     """Successful scripted-expert episodes collected on the tier before training, which the learner
     mixes into its batches with a decaying behaviour-cloning term (0: none; see actors/demonstrations.py)."""
+    expert: ExpertKind = "waypoint"
+    """The scripted expert that demonstrates and intervenes (graspfleet/policies.py): ``waypoint``,
+    a state machine on moving waypoints whose hold before lifting and waypoint the observation does
+    not show, or ``reactive``, a function of the observation and the target's pose alone."""
     device: str = "auto"
     """Torch device of the learner: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (a GPU where one is
     visible, else the CPU). Actors always infer on the CPU."""

@@ -136,6 +136,7 @@ class DemonstrationBatches:
             self.config.learning.demonstrations,
             seed=self.config.seed + 10_000 + TIER_ORDER.index(tier),
             chunk_length=self.config.actors.chunk_length,
+            expert=self.config.learning.expert,
         )
         self.tier, self.table, self.rows = tier, demos.table, demos.env_steps
         self.steps += demos.env_steps

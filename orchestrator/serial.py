@@ -75,6 +75,7 @@ class SerialBackend:
                 seed=config.seed + k,
                 version_check_every=config.actors.version_check_every,
                 interventions=config.interventions,
+                expert=config.learning.expert,
             )
             for k in range(config.actors.count)
         ]

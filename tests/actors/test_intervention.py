@@ -16,6 +16,7 @@ from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import ConfigError
 from graspfleet.interfaces import EpisodeOutcome
+from graspfleet.policies import ExpertKind
 from graspfleet.sim.config import CellConfig
 from graspfleet.sim.kinematics import ArmKinematics
 from graspfleet.spec import observation_spec
@@ -132,7 +133,10 @@ def _segments(events: list[tuple[str, dict[str, Any]]]) -> list[list[dict[str, A
     return segments
 
 
-def test_a_takeover_ends_the_policys_part_as_a_penalized_failure_and_the_experts_part_is_marked() -> None:
+@pytest.mark.parametrize("expert", ["waypoint", "reactive"])
+def test_a_takeover_ends_the_policys_part_as_a_penalized_failure_and_the_experts_part_is_marked(
+    expert: ExpertKind,
+) -> None:
     config = InterventionConfig(enabled=True, stall_steps=20, penalty=1.5)
     sinks: list[_RecordingSink] = []
 
@@ -140,7 +144,7 @@ def test_a_takeover_ends_the_policys_part_as_a_penalized_failure_and_the_experts
         sinks.append(_RecordingSink())
         return sinks[-1]
 
-    actor = SimActor("a", CELL, "T0", 4, sink, _Weights(), seed=0, interventions=config)
+    actor = SimActor("a", CELL, "T0", 4, sink, _Weights(), seed=0, interventions=config, expert=expert)
     actor.run(200)
     outcomes = actor.take_outcomes()
     stats = actor.stats

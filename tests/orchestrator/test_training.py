@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graspfleet.policies import ExpertKind
 from graspfleet.weights import deserialize
 from orchestrator.artifacts import Progress
 from orchestrator.config import demonstration_rows
@@ -93,23 +94,22 @@ def test_cli_eval_runs_a_trained_policy(tmp_path: Path) -> None:
     assert 0.0 <= low <= data["success_rate"] <= high <= 1.0
 
 
-def test_demonstrations_hold_only_the_experts_successful_episodes() -> None:
-    import pytest
-
+@pytest.mark.parametrize("expert", ["waypoint", "reactive"])
+def test_demonstrations_hold_only_the_experts_successful_episodes(expert: ExpertKind) -> None:
     from actors.demonstrations import collect_demonstrations
     from graspfleet.actions.config import ActionConfig
     from graspfleet.sim.config import CellConfig, OutcomeConfig
     from graspfleet.sim.tiers import get_tier
 
-    demos = collect_demonstrations(CellConfig(), get_tier("T0"), ActionConfig(), episodes=3, cells=2)
+    demos = collect_demonstrations(CellConfig(), get_tier("T0"), ActionConfig(), episodes=3, cells=2, expert=expert)
     assert demos.episodes == 3 and demos.attempts >= 3
     assert demos.table.size == demos.env_steps + 3  # every expert step, plus each final observation
-    sample = demos.table.sample(demos.env_steps)
-    assert int(sample.columns["terminated"].sum()) == 3  # each kept episode ends in its success
-    assert sample.columns["reward"].max() > CellConfig().reward.success_bonus
-    impossible = CellConfig(outcome=OutcomeConfig(lift_height=0.5))  # the expert lifts 0.15 m
+    stored = {name: column[: demos.table.size] for name, column in demos.table.storage.items()}
+    assert int(stored["terminated"].sum()) == 3  # each kept episode ends in its success
+    assert stored["reward"].max() > CellConfig().reward.success_bonus
+    impossible = CellConfig(outcome=OutcomeConfig(lift_height=0.5))  # the experts lift 0.15–0.2 m
     with pytest.raises(RuntimeError, match="succeeded in 0 of"):
-        collect_demonstrations(impossible, get_tier("T0"), ActionConfig(), episodes=1, cells=4)
+        collect_demonstrations(impossible, get_tier("T0"), ActionConfig(), episodes=1, cells=4, expert=expert)
 
 
 def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -> None:
