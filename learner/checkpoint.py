@@ -27,6 +27,7 @@ _NETWORKS = (
     "encoder",
     "policy",
     "critics",
+    "pose_head",
     "target_encoder",
     "target_critics",
     "acting_encoder",

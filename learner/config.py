@@ -96,6 +96,16 @@ class SACConfig:
     next action: ``online`` (the encoder being trained: one more encoder pass per update) or
     ``target`` (the target encoder's, which the target critics read anyway: one pass fewer)."""
 
+    pose_weight: float = 0.0
+    """Weight of an auxiliary loss, added to the critics', that trains the encoder to predict the
+    target object's pose (:data:`~learner.sac.POSE_TARGETS`) from its latent, on rows whose
+    privileged state is present. The critics read the privileged pose themselves, so without it
+    nothing asks the encoder — whose latent is all the actor sees — to locate the object. At 0 the
+    head still learns, on the detached latent: ``pose_loss`` in metrics.csv then measures how well
+    the latent locates the object without shaping it."""
+    pose_scale: float = 0.02
+    """Unit of the pose head's position targets (m): a miss of this size costs 1."""
+
     def __post_init__(self) -> None:
         require(0 <= self.gamma <= 1, "sac.gamma: must be in [0, 1]")
         require(1 <= self.n_step <= MAX_N_STEP, f"sac.n_step: must be in [1, {MAX_N_STEP}]")
@@ -132,3 +142,5 @@ class SACConfig:
         require(0 <= self.demo_fraction < 1, "sac.demo_fraction: must be in [0, 1)")
         require(self.tangent_penalty_weight >= 0, "sac.tangent_penalty_weight: must be >= 0")
         require(self.reachability_weight >= 0, "sac.reachability_weight: must be >= 0")
+        require(self.pose_weight >= 0, "sac.pose_weight: must be >= 0")
+        require(self.pose_scale > 0, "sac.pose_scale: must be > 0 m")

@@ -44,7 +44,7 @@ from graspfleet.actions.config import ActionConfig
 from graspfleet.actions.ik_torch import TorchArmKinematics
 from graspfleet.geometry.se3_torch import tangent_norm_penalty
 from graspfleet.networks import ACTION_DIM, TWIST_DIM, NetworkConfig, ObservationEncoder, SE3Policy, make_critic
-from graspfleet.spec import OBSERVATION_KEYS, ArraySpec
+from graspfleet.spec import MASK_KEY, MODALITIES, OBSERVATION_KEYS, ArraySpec
 from graspfleet.weights import split_policy_tensors
 from learner.config import SACConfig
 
@@ -62,6 +62,19 @@ class Batch(NamedTuple):
     next_obs: dict[str, torch.Tensor]
     weights: torch.Tensor
     """Importance weights of prioritized sampling (ones for uniform)."""
+
+
+POSE_TARGETS = 5
+"""What the pose head predicts of the target object: x, y, z (in units of ``sac.pose_scale``) and
+sin 4ψ, cos 4ψ of its yaw ψ (a cube's faces repeat every quarter turn)."""
+
+
+def pose_targets(privileged: torch.Tensor, scale: float) -> torch.Tensor:
+    """The pose head's targets ``(B, POSE_TARGETS)`` from ``privileged`` rows (position in m,
+    quaternion wxyz, …)."""
+    w, x, y, z = privileged[:, 3:7].unbind(1)
+    yaw = torch.atan2(2.0 * (x * y + w * z), 1.0 - 2.0 * (y * y + z * z))
+    return torch.cat([privileged[:, :3] / scale, torch.sin(4 * yaw)[:, None], torch.cos(4 * yaw)[:, None]], dim=1)
 
 
 def batch_from_columns(
@@ -210,6 +223,9 @@ class SACLearner:
         self.critics = nn.ModuleList(
             make_critic(net.latent_dim + privileged, net) for _ in range(self.config.critics)
         ).to(self.device)
+        self.pose_head = nn.Linear(net.latent_dim, POSE_TARGETS).to(self.device)
+        """Linear head on the encoder's latent predicting the target's pose: an auxiliary loss
+        (``sac.pose_weight`` > 0) or a probe of what the latent knows (0)."""
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.acting_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -219,7 +235,7 @@ class SACLearner:
             -float(ACTION_DIM) if self.config.target_entropy is None else float(self.config.target_entropy)
         )
         self.critic_optimizer = torch.optim.Adam(
-            [*self.encoder.parameters(), *self.critics.parameters()],
+            [*self.encoder.parameters(), *self.critics.parameters(), *self.pose_head.parameters()],
             lr=self.config.critic_lr,
             foreach=True,
         )
@@ -351,8 +367,10 @@ class SACLearner:
         critic_loss = (batch.weights * ((qs - target) ** 2).sum(0)).mean()
         replay_rows = qs.shape[1] - demos
         self._last_td = (qs.detach()[:, :replay_rows], target[:replay_rows])
+        # at weight 0 the head is a linear probe of the detached latent: it measures, not shapes
+        pose_loss = self._pose_loss(latent if cfg.pose_weight > 0 else latent.detach(), batch.obs)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        (critic_loss + (cfg.pose_weight or 1.0) * pose_loss).backward()
         nn.utils.clip_grad_norm_(self._online, cfg.max_grad_norm, foreach=True)
         self.critic_optimizer.step()
 
@@ -371,9 +389,19 @@ class SACLearner:
             "alpha_loss": actor["alpha_loss"],
             "alpha": self.alpha,
             "q_mean": float(qs.detach().mean()),
+            "pose_loss": float(pose_loss.detach()),
         }
         stats.update(actor)  # the rest in the actor step's order (metrics.csv columns)
         return {**stats, "position_lr": lrs["position"], "force_lr": lrs["force"]}
+
+    def _pose_loss(self, latent: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of the pose head on the rows whose privileged state is present (0
+        with none), in units of ``sac.pose_scale`` for the position."""
+        present = obs[MASK_KEY][:, MODALITIES.index("privileged")].bool()
+        if not bool(present.any()):
+            return torch.zeros((), device=self.device)
+        targets = pose_targets(obs["privileged"][present].float(), self.config.pose_scale)
+        return ((self.pose_head(latent[present]) - targets) ** 2).sum(1).mean()
 
     def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and

@@ -14,10 +14,10 @@ from graspfleet.actions.config import ActionConfig
 from graspfleet.config import ConfigError
 from graspfleet.networks import ConcatCritic, NetworkConfig, SharedForcePositionCritic, rgbd_image
 from graspfleet.sim.config import CellConfig
-from graspfleet.spec import OBSERVATION_KEYS, observation_spec
+from graspfleet.spec import MODALITIES, OBSERVATION_KEYS, observation_spec
 from graspfleet.weights import VERSION_KEY, deserialize, read_metadata, serialize
 from learner.config import SACConfig
-from learner.sac import SACLearner, batch_from_columns, frozen
+from learner.sac import SACLearner, batch_from_columns, frozen, pose_targets
 from tests.helpers import hold_action, make_batch
 
 CELL = CellConfig()
@@ -483,3 +483,35 @@ def test_the_next_action_reads_the_configured_encoders_latent(
     assert len(calls) == passes and calls.count("target") == 1
     with pytest.raises(ConfigError, match=r"sac\.next_action_latent: expected online or target"):
         SACConfig(next_action_latent="both")  # type: ignore[arg-type]
+
+
+def test_pose_targets_scale_the_position_and_fold_the_yaw_to_a_quarter_turn() -> None:
+    yaw = 0.3
+    quarter_turned = [yaw, yaw + np.pi / 2]
+    privileged = torch.tensor(
+        [[0.02, -0.04, 0.03, np.cos(y / 2), 0.0, 0.0, np.sin(y / 2), 0.2, 1.0] for y in quarter_turned],
+        dtype=torch.float32,
+    )
+    targets = pose_targets(privileged, scale=0.02)
+    np.testing.assert_allclose(targets[0, :3].numpy(), [1.0, -2.0, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(targets[0, 3:].numpy(), [np.sin(4 * yaw), np.cos(4 * yaw)], atol=1e-6)
+    np.testing.assert_allclose(targets[1].numpy(), targets[0].numpy(), atol=1e-5)  # the same faces
+
+
+def test_the_pose_loss_trains_the_encoder_to_locate_the_target_and_skips_rows_without_privileged_state(
+    columns: dict[str, np.ndarray],
+) -> None:
+    """At weight 1 the encoder learns to locate the target; at 0 the head is only a probe of the
+    latent, which falls behind."""
+    batch = batch_from_columns(columns)
+    trained, probed = _learner(pose_weight=1.0), _learner(pose_weight=0.0)
+    first = probed.update(batch)["pose_loss"]
+    trained.update(batch)
+    for _ in range(40):
+        fitted, measured = trained.update(batch), probed.update(batch)
+    assert measured["pose_loss"] < first  # the probe learns too
+    assert fitted["pose_loss"] < 0.8 * measured["pose_loss"]
+    blind = dict(columns)
+    blind["mask"] = columns["mask"].copy()
+    blind["mask"][:, MODALITIES.index("privileged")] = False
+    assert trained.update(batch_from_columns(blind))["pose_loss"] == 0.0
