@@ -40,11 +40,15 @@ def grasp_yaw(quat_wxyz: np.ndarray) -> float:
 
 
 def limit_twist(twist: np.ndarray, config: ActionConfig) -> np.ndarray:
-    """Scale a twist's translation and rotation parts back to the pipeline's per-step limits."""
-    rho, omega = twist[:3], twist[3:]
-    rho = rho * min(1.0, config.max_translation_step / max(float(np.linalg.norm(rho)), 1e-12))
-    omega = omega * min(1.0, config.max_rotation_step / max(float(np.linalg.norm(omega)), 1e-12))
-    return np.concatenate([rho, omega])
+    """Scale twists' ``(…, 6)`` translation and rotation parts back to the pipeline's per-step limits."""
+    rho, omega = twist[..., :3], twist[..., 3:]
+
+    def scale(part: np.ndarray, limit: float) -> np.ndarray:
+        return np.minimum(1.0, limit / np.maximum(np.linalg.norm(part, axis=-1, keepdims=True), 1e-12))
+
+    return np.concatenate(
+        [rho * scale(rho, config.max_translation_step), omega * scale(omega, config.max_rotation_step)], axis=-1
+    )
 
 
 class ScriptedGraspPolicy:
@@ -237,7 +241,8 @@ class ReactiveGraspPolicy:
         return tcp_yaw + np.where(upright, turn, 0.0)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Cartesian actions ``(num_cells, 8)`` for the current observation."""
+        """Cartesian actions ``(N, 8)`` for observations of N cells (any N: the same rule labels
+        a batch of replay rows as it drives ``num_cells`` cells)."""
         privileged = obs["privileged"].astype(np.float64)
         proprio = obs["proprio"].astype(np.float64)
         width = proprio[:, PROPRIO_FIELDS.index("gripper_width")]
@@ -248,7 +253,7 @@ class ReactiveGraspPolicy:
         grasp[:, 2] = np.maximum(grasp[:, 2], self.min_grasp_height)
         command_force = self.grip_force(privileged)
 
-        peak = obs["tactile"].reshape(self.num_cells, 2, -1).max(axis=2)
+        peak = obs["tactile"].reshape(len(privileged), 2, -1).max(axis=2)
         touching = peak >= self.contact_pressure
         felt = obs[MASK_KEY][:, MODALITIES.index("tactile")].astype(bool)
         gripped = (force >= self.settle_fraction * command_force) & (width > self.empty_width)
@@ -270,11 +275,12 @@ class ReactiveGraspPolicy:
         distance = np.linalg.norm(delta, axis=1, keepdims=True)
         goal = position + delta * np.minimum(1.0, self.step_length / np.maximum(distance, 1e-12))
 
-        yaw = self.grasp_yaw(privileged[:, 3:7], tcp[:, :3, :3])
-        actions = np.zeros((self.num_cells, 8))
-        for i in range(self.num_cells):
-            goal_pose = se3.make_pose(top_down_rotation(yaw[i]), goal[i])
-            actions[i, :6] = limit_twist(se3.twist_between_at_point(tcp[i], goal_pose), self.action_config)
+        goal_pose = np.zeros_like(tcp)
+        goal_pose[:, :3, :3] = top_down_rotation(self.grasp_yaw(privileged[:, 3:7], tcp[:, :3, :3]))
+        goal_pose[:, :3, 3] = goal
+        goal_pose[:, 3, 3] = 1.0
+        actions = np.zeros((len(privileged), 8))
+        actions[:, :6] = limit_twist(se3.twist_between_at_point(tcp, goal_pose), self.action_config)
         actions[:, 6] = np.where(holding | closing, 0.0, self.config.gripper.max_width)
         actions[:, 7] = command_force
         return actions

@@ -62,6 +62,9 @@ class Batch(NamedTuple):
     next_obs: dict[str, torch.Tensor]
     weights: torch.Tensor
     """Importance weights of prioritized sampling (ones for uniform)."""
+    expert_action: torch.Tensor | None = None
+    """The expert's action ``(B, 8)`` at each row's observation, NaN where it has none (relabelled
+    replay rows: the behaviour-cloning target on states the policy visited), or None."""
 
 
 POSE_TARGETS = 5
@@ -78,10 +81,13 @@ def pose_targets(privileged: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def batch_from_columns(
-    columns: Mapping[str, np.ndarray], device: torch.device | str = "cpu", weights: np.ndarray | None = None
+    columns: Mapping[str, np.ndarray],
+    device: torch.device | str = "cpu",
+    weights: np.ndarray | None = None,
+    expert_action: np.ndarray | None = None,
 ) -> Batch:
     """Tensors from sampled replay columns (``obs`` keys, ``next_`` keys, action, reward, terminated,
-    and for n-step transitions horizon)."""
+    and for n-step transitions horizon), with the expert's labels of the rows when given."""
 
     def tensor(array: np.ndarray) -> torch.Tensor:
         arr = np.asarray(array)
@@ -98,6 +104,7 @@ def batch_from_columns(
         terminated=tensor(columns["terminated"]).float(),
         next_obs={k: tensor(columns[f"next_{k}"]) for k in OBSERVATION_KEYS},
         weights=tensor(np.ones(n, np.float32) if weights is None else weights).float(),
+        expert_action=None if expert_action is None else tensor(expert_action).float(),
     )
 
 
@@ -341,8 +348,13 @@ class SACLearner:
         join the TD and actor losses and carry the decaying behaviour-cloning term."""
         cfg = self.config
         demos = 0 if demonstrations is None else len(demonstrations.reward)
+        # behaviour-cloning targets: the expert's labels of the replay rows, the demonstrations' actions
+        imitated = [] if batch.expert_action is None else [batch.expert_action]
         if demonstrations is not None:
+            if imitated:
+                imitated.append(demonstrations.action)
             batch = concat_batches(batch, demonstrations)
+        bc_target = torch.cat(imitated) if imitated else None
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
@@ -375,7 +387,7 @@ class SACLearner:
         self.critic_optimizer.step()
 
         if self.updates % cfg.actor_update_every == 0 or not self.last_actor_stats:  # (a resumed learner's first)
-            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), demos)
+            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), demos, bc_target)
 
         with torch.no_grad():
             torch._foreach_lerp_(self._targets, self._online, cfg.tau)
@@ -403,9 +415,13 @@ class SACLearner:
         targets = pose_targets(obs["privileged"][present].float(), self.config.pose_scale)
         return ((self.pose_head(latent[present]) - targets) ** 2).sum(1).mean()
 
-    def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
+    def _update_actor(
+        self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int, bc_target: torch.Tensor | None
+    ) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
-        of the temperature; the losses and gradient norms it measured."""
+        of the temperature; the losses and gradient norms it measured. Behaviour cloning pulls
+        towards ``bc_target``'s finite rows where given (every row of the batch), else towards the
+        last ``demos`` rows' actions."""
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
         out = self.policy(latent)
@@ -416,11 +432,16 @@ class SACLearner:
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
-        bc_weight = self.bc_weight() if demos else 0.0
+        if bc_target is None:
+            bc_target = torch.full_like(batch.action, float("nan"))
+            if demos:
+                bc_target[-demos:] = batch.action[-demos:]
+        labelled = torch.isfinite(bc_target).all(1)
+        bc_weight = self.bc_weight() if bool(labelled.any()) else 0.0
         if bc_weight > 0:
             # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
-            imitated = torch.tanh(out.mean[-demos:])
-            bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
+            imitated = torch.tanh(out.mean[labelled])
+            bc_loss = ((imitated - self.policy.normalize(bc_target[labelled])) ** 2).sum(1).mean()
             actor_loss = actor_loss + bc_weight * q_scale * bc_loss
         kl = torch.zeros((), device=self.device)
         if self.kl_reference is not None and self.kl_weight > 0:

@@ -34,13 +34,13 @@ def tcp_jacobian(model: mujoco.MjModel, data: mujoco.MjData, index: CellIndex) -
     return np.vstack([jacp[:, index.arm_dof], jacr[:, index.arm_dof]])
 
 
-def top_down_rotation(yaw: float) -> np.ndarray:
-    """Rotation of a TCP pointing straight down (tool z = −world z) whose fingers open along the
-    horizontal direction at angle ``yaw`` + π/2 from world x (along world y at yaw 0)."""
+def top_down_rotation(yaw: float | np.ndarray) -> np.ndarray:
+    """Rotation ``(…, 3, 3)`` of a TCP pointing straight down (tool z = −world z) whose fingers
+    open along the horizontal direction at angle ``yaw`` (rad, any shape) + π/2 from world x (along
+    world y at yaw 0): ``Rz(yaw) · diag(−1, 1, −1)``."""
     c, s = np.cos(yaw), np.sin(yaw)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    ry_pi = np.diag([-1.0, 1.0, -1.0])
-    return rz @ ry_pi
+    zero, one = np.zeros_like(c), np.ones_like(c)
+    return np.stack([np.stack([-c, -s, zero], -1), np.stack([-s, c, zero], -1), np.stack([zero, zero, -one], -1)], -2)
 
 
 def solve_ik(
