@@ -71,10 +71,13 @@ class SACConfig:
     """Updates after a reduction before the same channel may be reduced again; a channel whose
     average stays below its threshold this long regains one step, up to its base rate."""
     min_lr: float = 1e-5
-    bc_weight: float = 1.0
-    """Weight of the behaviour-cloning term on demonstration transitions, relative to the batch's
-    mean |Q| (TD3+BC's λ = 1). The method's warm start uses 0.1 (method.md §6); with this cell's
-    demonstrations 0.1 and 0.4 let the policy fall back once RL takes over
+    bc_weight: float = 1000.0
+    """Weight of the behaviour-cloning term (on demonstration rows, and on relabelled replay rows
+    with ``learning.expert_labels``), relative to the batch's mean |Q| (TD3+BC's λ = 1). At 1000
+    the actor distils the expert and the critics' pull is a thousandth of its loss: measured on
+    T0 with the memoryless expert and the pose head, weight 1 rose to 93–95 % and fell to 62 and
+    53 %, weight 1000 held 95–100 % (docs/experiments/2026-12-07-what-the-encoder-locates.md). The
+    method's warm start uses 0.1 (method.md §6), which let the policy fall back once RL took over
     (docs/experiments/2026-11-learning-on-T0.md) …"""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
@@ -96,13 +99,15 @@ class SACConfig:
     next action: ``online`` (the encoder being trained: one more encoder pass per update) or
     ``target`` (the target encoder's, which the target critics read anyway: one pass fewer)."""
 
-    pose_weight: float = 0.0
+    pose_weight: float = 100.0
     """Weight of an auxiliary loss, added to the critics', that trains the encoder to predict the
     target object's pose (:data:`~learner.sac.POSE_TARGETS`) from its latent, on rows whose
     privileged state is present. The critics read the privileged pose themselves, so without it
     nothing asks the encoder — whose latent is all the actor sees — to locate the object. At 0 the
     head still learns, on the detached latent: ``pose_loss`` in metrics.csv then measures how well
-    the latent locates the object without shaping it."""
+    the latent locates the object without shaping it. At 1 beside a critic loss of ~5–300 the
+    head's error did not fall; at 100 it did, and T0 became stable
+    (docs/experiments/2026-12-07-what-the-encoder-locates.md)."""
     pose_scale: float = 0.02
     """Unit of the pose head's position targets (m): a miss of this size costs 1."""
 

@@ -62,10 +62,11 @@ class LearningConfig:
     demonstrations: int = 100
     """Successful scripted-expert episodes collected on the tier before training, which the learner
     mixes into its batches with a decaying behaviour-cloning term (0: none; see actors/demonstrations.py)."""
-    expert: ExpertKind = "waypoint"
-    """The scripted expert that demonstrates and intervenes (graspfleet/policies.py): ``waypoint``,
-    a state machine on moving waypoints whose hold before lifting and waypoint the observation does
-    not show, or ``reactive``, a function of the observation and the target's pose alone."""
+    expert: ExpertKind = "reactive"
+    """The scripted expert that demonstrates and intervenes (graspfleet/policies.py): ``reactive``,
+    a function of the observation and the target's pose alone, which a policy can imitate, or
+    ``waypoint``, a state machine on moving waypoints whose hold before lifting and waypoint the
+    observation does not show."""
     expert_labels: bool = False
     """Whether behaviour cloning also pulls, on every sampled replay row, towards the action the
     expert would take at that row's observation (DAgger's relabelling, the expert as teacher):
