@@ -2,10 +2,12 @@
 
 :class:`ScriptedGraspPolicy` is the conservative controller (approach above the target,
 descend, close with a force limit, lift): the fallback the guardian switches to, and the proof
-that the cell is graspable. It reads the target's pose from the ``privileged`` observation, as
-a scripted expert may, and the arm's pose from the measured joints. :class:`RandomCartesianPolicy`
-emits random twists and gripper commands. Both emit Cartesian actions
-``(ρ, ω, width, force)`` for :class:`graspfleet.actions.cartesian.CartesianBackend`.
+that the cell is graspable. :class:`ReactiveGraspPolicy` grasps by a rule on the current
+observation alone (no state), so a learner can imitate it and it can label any observation. Both
+read the target's pose from the ``privileged`` observation, as a scripted expert may, and the
+arm's pose from the measured joints. :class:`RandomCartesianPolicy` emits random twists and
+gripper commands. All emit Cartesian actions ``(ρ, ω, width, force)`` for
+:class:`graspfleet.actions.cartesian.CartesianBackend`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def limit_twist(twist: np.ndarray, config: ActionConfig) -> np.ndarray:
     return np.concatenate(
         [rho * scale(rho, config.max_translation_step), omega * scale(omega, config.max_rotation_step)], axis=-1
     )
+
+
+def grip_force(privileged: np.ndarray, safety: float, low: float, high: float) -> np.ndarray:
+    """Force per jaw (N) to command for each row's target: ``safety`` times the friction-limited
+    holding force ``m·g/(2μ)`` (mass and friction from ``privileged``), within ``[low, high]``:
+    enough to hold, not enough to crush."""
+    mass, friction = privileged[:, 7], np.maximum(privileged[:, 8], 1e-3)
+    return np.clip(safety * mass * GRAVITY / (2.0 * friction), low, high)
 
 
 class ScriptedGraspPolicy:
@@ -141,9 +151,7 @@ class ScriptedGraspPolicy:
                 self.lift_goal[i] = self.waypoint[i, 2] + self.lift_height
                 self._advance(i, Phase.LIFT)
             actions[i, 6] = 0.0 if self.phase[i] >= Phase.CLOSE else self.config.gripper.max_width
-            mass, friction = privileged[i, 7], max(privileged[i, 8], 1e-3)
-            hold_per_jaw = mass * GRAVITY / (2.0 * friction)
-            actions[i, 7] = np.clip(self.grip_safety * hold_per_jaw, self.min_grip_force, self.max_grip_force)
+        actions[:, 7] = grip_force(privileged, self.grip_safety, self.min_grip_force, self.max_grip_force)
         return actions
 
     def _advance(self, cell: int, phase: Phase) -> None:
@@ -198,8 +206,7 @@ class ReactiveGraspPolicy:
     ) -> None:
         """Heights in m above the table, speed in m/s, forces per jaw in N, widths in m, pressure in
         kPa (no-contact readings are below 1 kPa, a grip's peak taxels 50–400 kPa). The grip
-        force is :class:`ScriptedGraspPolicy`'s: ``grip_safety`` times the friction-limited holding
-        force, within ``[min_grip_force, max_grip_force]``."""
+        force is :func:`grip_force` with ``grip_safety``, ``min_grip_force``, ``max_grip_force``."""
         self.config = config
         self.action_config = action_config or ActionConfig()
         self.num_cells = num_cells
@@ -220,12 +227,6 @@ class ReactiveGraspPolicy:
 
     def reset(self, which: np.ndarray) -> None:
         """Nothing to forget: the policy is memoryless."""
-
-    def grip_force(self, privileged: np.ndarray) -> np.ndarray:
-        """Commanded force per jaw (N) for each cell's target."""
-        mass, friction = privileged[:, 7], np.maximum(privileged[:, 8], 1e-3)
-        hold_per_jaw = mass * GRAVITY / (2.0 * friction)
-        return np.clip(self.grip_safety * hold_per_jaw, self.min_grip_force, self.max_grip_force)
 
     def grasp_yaw(self, quat_wxyz: np.ndarray, tcp_rotation: np.ndarray) -> np.ndarray:
         """TCP yaw (rad) ``(N,)`` to close across each object's faces, from the object's
@@ -251,7 +252,7 @@ class ReactiveGraspPolicy:
         position = tcp[:, :3, 3]
         grasp = privileged[:, :3].copy()
         grasp[:, 2] = np.maximum(grasp[:, 2], self.min_grasp_height)
-        command_force = self.grip_force(privileged)
+        command_force = grip_force(privileged, self.grip_safety, self.min_grip_force, self.max_grip_force)
 
         peak = obs["tactile"].reshape(len(privileged), 2, -1).max(axis=2)
         touching = peak >= self.contact_pressure
