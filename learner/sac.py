@@ -345,16 +345,15 @@ class SACLearner:
 
     def update(self, batch: Batch, demonstrations: Batch | None = None) -> dict[str, float]:
         """One SAC step on ``batch`` plus, when given, a batch of demonstration transitions, which
-        join the TD and actor losses and carry the decaying behaviour-cloning term."""
+        join the TD and actor losses. The decaying behaviour-cloning term pulls the demonstration
+        rows towards their actions and ``batch``'s rows towards its ``expert_action`` labels."""
         cfg = self.config
         demos = 0 if demonstrations is None else len(demonstrations.reward)
-        # behaviour-cloning targets: the expert's labels of the replay rows, the demonstrations' actions
-        imitated = [] if batch.expert_action is None else [batch.expert_action]
+        # behaviour-cloning targets: the expert's labels of the replay rows (NaN: none), the demonstrations' actions
+        bc_target = batch.expert_action if batch.expert_action is not None else torch.full_like(batch.action, torch.nan)
         if demonstrations is not None:
-            if imitated:
-                imitated.append(demonstrations.action)
+            bc_target = torch.cat([bc_target, demonstrations.action])
             batch = concat_batches(batch, demonstrations)
-        bc_target = torch.cat(imitated) if imitated else None
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
@@ -387,7 +386,7 @@ class SACLearner:
         self.critic_optimizer.step()
 
         if self.updates % cfg.actor_update_every == 0 or not self.last_actor_stats:  # (a resumed learner's first)
-            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), demos, bc_target)
+            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), bc_target)
 
         with torch.no_grad():
             torch._foreach_lerp_(self._targets, self._online, cfg.tau)
@@ -416,12 +415,11 @@ class SACLearner:
         return ((self.pose_head(latent[present]) - targets) ** 2).sum(1).mean()
 
     def _update_actor(
-        self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int, bc_target: torch.Tensor | None
+        self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, bc_target: torch.Tensor
     ) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
         of the temperature; the losses and gradient norms it measured. Behaviour cloning pulls
-        towards ``bc_target``'s finite rows where given (every row of the batch), else towards the
-        last ``demos`` rows' actions."""
+        the rows where ``bc_target`` ``(B, 8)`` is finite towards it."""
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
         out = self.policy(latent)
@@ -432,10 +430,6 @@ class SACLearner:
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
-        if bc_target is None:
-            bc_target = torch.full_like(batch.action, float("nan"))
-            if demos:
-                bc_target[-demos:] = batch.action[-demos:]
         labelled = torch.isfinite(bc_target).all(1)
         bc_weight = self.bc_weight() if bool(labelled.any()) else 0.0
         if bc_weight > 0:

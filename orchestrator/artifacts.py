@@ -114,25 +114,28 @@ class BestPolicy:
 
     SAC's deterministic policy does not improve monotonically (on T0 successive evaluations
     swing by 10–30 points, README), so the policy to deploy is the best one an evaluation or a
-    curriculum validation saw, not whatever the last update left. Best means the highest tier,
-    then the highest success rate; a tie keeps the earlier policy. With a run directory the
+    curriculum validation saw, not whatever the last update left. Best means: a policy that
+    reached ``passing`` success on its tier beats every one that did not; among either kind, the
+    highest tier, then the highest success rate; a tie keeps the earlier policy. (So a policy
+    validated at 16 % on T1 after a promotion does not displace one at 100 % on T0; measured, it
+    grasped 12 % of T0's episodes.) With a run directory the
     policy goes to ``best_policy.safetensors`` (weights with their version) and its evaluation
     row to ``best_policy.json``, both replaced atomically; ``resume`` starts from the best a
     previous run on the directory kept.
     """
 
-    def __init__(self, run_dir: Path | None, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path | None, resume: bool = False, passing: float = 0.8) -> None:
+        """``passing``: the success rate at which a tier counts as mastered (a run passes the
+        curriculum's ``gate_success``)."""
         self.run_dir = run_dir
+        self.passing = passing
         self.evaluation: dict[str, float] | None = None
         if resume and run_dir is not None and (run_dir / "best_policy.json").is_file():
             self.evaluation = json.loads((run_dir / "best_policy.json").read_text())
 
     def offer(self, blob: bytes, evaluation: Mapping[str, float]) -> bool:
         """Keep ``blob`` if its evaluation beats the best so far; returns whether it did."""
-        if self.evaluation is not None and (evaluation["tier_index"], evaluation["success_rate"]) <= (
-            self.evaluation["tier_index"],
-            self.evaluation["success_rate"],
-        ):
+        if self.evaluation is not None and self._rank(evaluation) <= self._rank(self.evaluation):
             return False
         self.evaluation = dict(evaluation)
         if self.run_dir is not None:
@@ -144,6 +147,10 @@ class BestPolicy:
                 staging.write_bytes(data)
                 staging.replace(self.run_dir / name)
         return True
+
+    def _rank(self, evaluation: Mapping[str, float]) -> tuple[bool, float, float]:
+        success = evaluation["success_rate"]
+        return success >= self.passing, evaluation["tier_index"], success
 
 
 class JsonLines:

@@ -183,7 +183,7 @@ class TrainingLoop:
             None if run_dir is None else run_dir / "metrics.csv", config.actors.success_window, self.start
         )
         self.evaluations = CsvLog(None if run_dir is None else run_dir / "evaluations.csv")
-        self.best = BestPolicy(run_dir, resume=self.resumed >= 0)
+        self.best = BestPolicy(run_dir, resume=self.resumed >= 0, passing=config.curriculum.gate_success)
         if self.best.evaluation is not None:  # a resumed run's best so far
             self.metrics.show_best(self.best.evaluation)
         self.publish(first=True)  # the actors that load it have not started yet

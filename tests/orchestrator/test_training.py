@@ -169,10 +169,10 @@ def test_serial_run_evaluates_on_schedule_and_draws_its_curves(tmp_path: Path) -
     assert deserialize((tmp_path / "run" / "best_policy.safetensors").read_bytes()).version == best["weights_version"]
 
 
-def test_best_policy_keeps_the_highest_tier_then_the_highest_success(tmp_path: Path) -> None:
+def test_best_policy_keeps_a_passing_policy_then_the_highest_tier_then_the_highest_success(tmp_path: Path) -> None:
     from orchestrator.artifacts import BestPolicy
 
-    best = BestPolicy(tmp_path)
+    best = BestPolicy(tmp_path, passing=0.8)
 
     def row(tier: int, success: float, updates: int) -> dict[str, float]:
         return {"tier_index": tier, "success_rate": success, "updates": updates}
@@ -180,12 +180,14 @@ def test_best_policy_keeps_the_highest_tier_then_the_highest_success(tmp_path: P
     assert best.offer(b"a", row(0, 0.5, 1))
     assert not best.offer(b"b", row(0, 0.4, 2))
     assert not best.offer(b"c", row(0, 0.5, 3))  # a tie keeps the earlier policy
-    assert best.offer(b"d", row(0, 0.9, 4))
-    assert best.offer(b"e", row(1, 0.2, 5))  # a higher tier beats any rate on a lower one
-    assert not best.offer(b"f", row(0, 1.0, 6))
-    assert best.evaluation == row(1, 0.2, 5)
-    assert (tmp_path / "best_policy.safetensors").read_bytes() == b"e"
-    assert json.loads((tmp_path / "best_policy.json").read_text())["updates"] == 5
+    assert best.offer(b"d", row(1, 0.2, 4))  # below passing, a higher tier beats a lower one
+    assert best.offer(b"e", row(0, 0.9, 5))  # a passing policy beats any that does not pass
+    assert not best.offer(b"f", row(1, 0.5, 6))
+    assert best.offer(b"g", row(1, 0.8, 7))  # passing a higher tier beats any rate on a lower one
+    assert not best.offer(b"h", row(0, 1.0, 8))
+    assert best.evaluation == row(1, 0.8, 7)
+    assert (tmp_path / "best_policy.safetensors").read_bytes() == b"g"
+    assert json.loads((tmp_path / "best_policy.json").read_text())["updates"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_policy.json", "best_policy.safetensors"]
 
 
