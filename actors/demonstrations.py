@@ -52,7 +52,7 @@ def collect_demonstrations(
     cells: int = 8,
     seed: int = 0,
     chunk_length: int = 32,
-    expert: ExpertKind = "waypoint",
+    expert: ExpertKind = "reactive",
 ) -> Demonstrations:
     """Run the scripted ``expert`` (:func:`~graspfleet.policies.make_expert`) until ``episodes``
     successful episodes are recorded."""

@@ -72,7 +72,7 @@ class Interventions:
         cell: CellConfig,
         num_cells: int,
         action: ActionConfig | None = None,
-        expert: ExpertKind = "waypoint",
+        expert: ExpertKind = "reactive",
     ) -> None:
         """``expert``: which scripted expert takes over (:func:`~graspfleet.policies.make_expert`)."""
         self.config = config

@@ -190,7 +190,7 @@ class SimActor:
         tiers: TierSource | None = None,
         prefetch_niceness: int | None = None,
         interventions: InterventionConfig | None = None,
-        expert: ExpertKind = "waypoint",
+        expert: ExpertKind = "reactive",
     ) -> None:
         """``version_check_every``: steps between polls of the latest version; with
         ``announcements`` a thread fetches each announced version as it comes, and the first step
