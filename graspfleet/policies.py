@@ -12,6 +12,7 @@ gripper commands. All emit Cartesian actions ``(ρ, ω, width, force)`` for
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Literal
 
@@ -53,12 +54,25 @@ def limit_twist(twist: np.ndarray, config: ActionConfig) -> np.ndarray:
     )
 
 
-def grip_force(privileged: np.ndarray, safety: float, low: float, high: float) -> np.ndarray:
-    """Force per jaw (N) to command for each row's target: ``safety`` times the friction-limited
-    holding force ``m·g/(2μ)`` (mass and friction from ``privileged``), within ``[low, high]``:
-    enough to hold, not enough to crush."""
-    mass, friction = privileged[:, 7], np.maximum(privileged[:, 8], 1e-3)
-    return np.clip(safety * mass * GRAVITY / (2.0 * friction), low, high)
+@dataclasses.dataclass(frozen=True)
+class GripForce:
+    """The force per jaw (N) an expert commands: ``safety`` times the friction-limited holding
+    force ``m·g/(2μ)`` of each row's target (mass and friction from ``privileged``), within
+    ``[low, high]``: enough to hold, not enough to crush."""
+
+    safety: float
+    low: float
+    high: float
+
+    @classmethod
+    def for_gripper(cls, config: CellConfig, safety: float, low: float, high: float) -> GripForce:
+        """The bounds cut to what the cell's gripper can apply."""
+        high = min(high, config.gripper.max_force)
+        return cls(safety, min(low, high), high)
+
+    def __call__(self, privileged: np.ndarray) -> np.ndarray:
+        mass, friction = privileged[:, 7], np.maximum(privileged[:, 8], 1e-3)
+        return np.clip(self.safety * mass * GRAVITY / (2.0 * friction), self.low, self.high)
 
 
 class ScriptedGraspPolicy:
@@ -94,9 +108,7 @@ class ScriptedGraspPolicy:
         self.approach_height = approach_height
         self.lift_height = lift_height
         self.step_length = tcp_speed * config.physics.control_period
-        self.max_grip_force = min(max_grip_force, config.gripper.max_force)
-        self.min_grip_force = min(min_grip_force, self.max_grip_force)
-        self.grip_safety = grip_safety
+        self.grip_force = GripForce.for_gripper(config, grip_safety, min_grip_force, max_grip_force)
         self.close_steps = close_steps
         self.tolerance = tolerance
         self.min_grasp_height = min_grasp_height
@@ -151,7 +163,7 @@ class ScriptedGraspPolicy:
                 self.lift_goal[i] = self.waypoint[i, 2] + self.lift_height
                 self._advance(i, Phase.LIFT)
             actions[i, 6] = 0.0 if self.phase[i] >= Phase.CLOSE else self.config.gripper.max_width
-        actions[:, 7] = grip_force(privileged, self.grip_safety, self.min_grip_force, self.max_grip_force)
+        actions[:, 7] = self.grip_force(privileged)
         return actions
 
     def _advance(self, cell: int, phase: Phase) -> None:
@@ -206,16 +218,14 @@ class ReactiveGraspPolicy:
     ) -> None:
         """Heights in m above the table, speed in m/s, forces per jaw in N, widths in m, pressure in
         kPa (no-contact readings are below 1 kPa, a grip's peak taxels 50–400 kPa). The grip
-        force is :func:`grip_force` with ``grip_safety``, ``min_grip_force``, ``max_grip_force``."""
+        force is :class:`GripForce` with ``grip_safety``, ``min_grip_force``, ``max_grip_force``."""
         self.config = config
         self.action_config = action_config or ActionConfig()
         self.num_cells = num_cells
         self.approach_height = approach_height
         self.carry_height = carry_height
         self.step_length = tcp_speed * config.physics.control_period
-        self.max_grip_force = min(max_grip_force, config.gripper.max_force)
-        self.min_grip_force = min(min_grip_force, self.max_grip_force)
-        self.grip_safety = grip_safety
+        self.grip_force = GripForce.for_gripper(config, grip_safety, min_grip_force, max_grip_force)
         self.settle_fraction = settle_fraction
         self.contact_pressure = contact_pressure
         self.empty_width = empty_width
@@ -252,7 +262,7 @@ class ReactiveGraspPolicy:
         position = tcp[:, :3, 3]
         grasp = privileged[:, :3].copy()
         grasp[:, 2] = np.maximum(grasp[:, 2], self.min_grasp_height)
-        command_force = grip_force(privileged, self.grip_safety, self.min_grip_force, self.max_grip_force)
+        command_force = self.grip_force(privileged)
 
         peak = obs["tactile"].reshape(len(privileged), 2, -1).max(axis=2)
         touching = peak >= self.contact_pressure
