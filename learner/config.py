@@ -72,12 +72,12 @@ class SACConfig:
     average stays below its threshold this long regains one step, up to its base rate."""
     min_lr: float = 1e-5
     bc_weight: float = 1000.0
-    """Weight of the behaviour-cloning term (on demonstration rows, and on relabelled replay rows
-    with ``learning.expert_labels``), relative to the batch's mean |Q| (TD3+BC's λ = 1). At 1000
-    the actor distils the expert and the critics' pull is a thousandth of its loss: measured on
-    T0 with the memoryless expert and the pose head, weight 1 rose to 93–95 % and fell to 62 and
-    53 %, weight 1000 held 95–100 % (docs/experiments/2026-12-07-what-the-encoder-locates.md). The
-    method's warm start uses 0.1 (method.md §6), which let the policy fall back once RL took over
+    """Weight of the behaviour-cloning term on demonstration rows, relative to the batch's mean |Q|
+    (TD3+BC's λ = 1). At 1000 the actor distils the expert and the critics' pull is a thousandth
+    of its loss: measured on T0 with the memoryless expert and the pose head, weight 1 rose to
+    93–95 % and fell to 62 and 53 %, weight 1000 held 95–100 %
+    (docs/experiments/2026-12-07-what-the-encoder-locates.md). The method's warm start uses 0.1
+    (method.md §6), which let the policy fall back once RL took over
     (docs/experiments/2026-11-learning-on-T0.md) …"""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""

@@ -62,9 +62,6 @@ class Batch(NamedTuple):
     next_obs: dict[str, torch.Tensor]
     weights: torch.Tensor
     """Importance weights of prioritized sampling (ones for uniform)."""
-    expert_action: torch.Tensor | None = None
-    """The expert's action ``(B, 8)`` at each row's observation, NaN where it has none (relabelled
-    replay rows: the behaviour-cloning target on states the policy visited), or None."""
 
 
 POSE_TARGETS = 5
@@ -84,10 +81,9 @@ def batch_from_columns(
     columns: Mapping[str, np.ndarray],
     device: torch.device | str = "cpu",
     weights: np.ndarray | None = None,
-    expert_action: np.ndarray | None = None,
 ) -> Batch:
     """Tensors from sampled replay columns (``obs`` keys, ``next_`` keys, action, reward, terminated,
-    and for n-step transitions horizon), with the expert's labels of the rows when given."""
+    and for n-step transitions horizon)."""
 
     def tensor(array: np.ndarray) -> torch.Tensor:
         arr = np.asarray(array)
@@ -104,7 +100,6 @@ def batch_from_columns(
         terminated=tensor(columns["terminated"]).float(),
         next_obs={k: tensor(columns[f"next_{k}"]) for k in OBSERVATION_KEYS},
         weights=tensor(np.ones(n, np.float32) if weights is None else weights).float(),
-        expert_action=None if expert_action is None else tensor(expert_action).float(),
     )
 
 
@@ -346,11 +341,11 @@ class SACLearner:
     def update(self, batch: Batch, demonstrations: Batch | None = None) -> dict[str, float]:
         """One SAC step on ``batch`` plus, when given, a batch of demonstration transitions, which
         join the TD and actor losses. The decaying behaviour-cloning term pulls the demonstration
-        rows towards their actions and ``batch``'s rows towards its ``expert_action`` labels."""
+        rows towards their actions."""
         cfg = self.config
         demos = 0 if demonstrations is None else len(demonstrations.reward)
-        # behaviour-cloning targets: the expert's labels of the replay rows (NaN: none), the demonstrations' actions
-        bc_target = batch.expert_action if batch.expert_action is not None else torch.full_like(batch.action, torch.nan)
+        # behaviour-cloning targets: none for the replay rows (NaN), the demonstrations' actions
+        bc_target = torch.full_like(batch.action, torch.nan)
         if demonstrations is not None:
             bc_target = torch.cat([bc_target, demonstrations.action])
             batch = concat_batches(batch, demonstrations)

@@ -67,12 +67,6 @@ class LearningConfig:
     a function of the observation and the target's pose alone, which a policy can imitate, or
     ``waypoint``, a state machine on moving waypoints whose hold before lifting and waypoint the
     observation does not show."""
-    expert_labels: bool = False
-    """Whether behaviour cloning also pulls, on every sampled replay row, towards the action the
-    expert would take at that row's observation (DAgger's relabelling, the expert as teacher):
-    imitation then covers the states the policy itself reaches, which demonstrations never show.
-    Needs the memoryless ``reactive`` expert and rows with the privileged state; it follows the
-    same ``sac.bc_weight`` and its decay."""
     device: str = "auto"
     """Torch device of the learner: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (a GPU where one is
     visible, else the CPU). Actors always infer on the CPU."""
@@ -89,10 +83,6 @@ class LearningConfig:
         require(self.publish_every >= 1, "publish_every: must be >= 1")
         require(self.checkpoint_every >= 1, "checkpoint_every: must be >= 1")
         require(self.demonstrations >= 0, "demonstrations: must be >= 0")
-        require(
-            not self.expert_labels or self.expert == "reactive",
-            f"expert_labels: needs expert = reactive (the {self.expert} expert's action depends on its past)",
-        )
         require(self.threads >= 0, "threads: must be >= 0 (0: automatic)")
 
 

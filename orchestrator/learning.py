@@ -3,17 +3,14 @@ expert's interventions routed to them), and the priorities it hands back to prio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 
 from actors.demonstrations import collect_demonstrations
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.ik_torch import TorchArmKinematics
-from graspfleet.policies import ReactiveGraspPolicy
 from graspfleet.sim.tiers import TIER_ORDER, get_tier
-from graspfleet.spec import MASK_KEY, MODALITIES, OBSERVATION_KEYS, observation_spec
+from graspfleet.spec import OBSERVATION_KEYS, observation_spec
 from learner.sac import Batch, SACLearner, batch_from_columns, resolve_device
 from orchestrator.config import TrainConfig, demonstration_rows
 from replay.config import ShardConfig
@@ -100,22 +97,6 @@ class TransitionRing:
         """``count`` rows drawn uniformly with replacement (needs a row held)."""
         rows = self.rng.integers(0, self.size, count)
         return {name: store[rows] for name, store in self.columns.items()}
-
-
-class ExpertLabels:
-    """The memoryless expert's action at each sampled replay row's observation, clipped to the
-    action box like the demonstrations' (``learning.expert_labels``): the behaviour-cloning
-    target on the states the policy reached. Rows without the privileged state get NaN."""
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.expert = ReactiveGraspPolicy(config.cell, 1, config.action)
-        self.low, self.high = cartesian_action_bounds(config.cell, config.action)
-
-    def __call__(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        obs = {name: np.asarray(columns[name]) for name in ("privileged", "proprio", "tactile", MASK_KEY)}
-        actions = np.clip(self.expert.act(obs), self.low, self.high).astype(np.float32)
-        actions[~obs[MASK_KEY][:, MODALITIES.index("privileged")].astype(bool)] = np.nan
-        return actions
 
 
 class DemonstrationBatches:

@@ -36,7 +36,7 @@ from orchestrator.artifacts import BestPolicy, CsvLog, JsonLines, Progress, vali
 from orchestrator.config import TrainConfig
 from orchestrator.curriculum import CurriculumMetrics, RunCurriculum
 from orchestrator.evaluations import EvaluationRequest, evaluation_row, validation_result
-from orchestrator.learning import DemonstrationBatches, ExpertLabels, make_learner, new_priorities
+from orchestrator.learning import DemonstrationBatches, make_learner, new_priorities
 from orchestrator.metrics import LearnerMetrics
 from orchestrator.plots import plot_tier_history, plot_training_curves
 from replay.table import SampleResult
@@ -188,7 +188,6 @@ class TrainingLoop:
             self.metrics.show_best(self.best.evaluation)
         self.publish(first=True)  # the actors that load it have not started yet
         self.demonstrations = DemonstrationBatches(config, self.learner.device)
-        self.expert_labels = ExpertLabels(config) if config.learning.expert_labels else None
         self.curriculum = self._start_curriculum()
         if self.resumed >= 0:
             backend.append_event("learner_resumed", {"updates": self.learner.updates, "weights_version": self.version})
@@ -331,8 +330,7 @@ class TrainingLoop:
         metrics.sample_wait.inc(time.perf_counter() - waited)
         if sample is None:
             return False
-        labels = None if self.expert_labels is None else self.expert_labels(sample.columns)
-        batch = batch_from_columns(sample.columns, learner.device, sample.weights, labels)
+        batch = batch_from_columns(sample.columns, learner.device, sample.weights)
         metrics.intervention_rows_routed.inc(self.demonstrations.route(sample))
         self.last_update = learner.update(batch, self.demonstrations.sample())
         if config.replay.sampler == "prioritized" and not self.backend.update_priorities(

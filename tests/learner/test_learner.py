@@ -194,27 +194,6 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
     assert learner.update(batch)["bc_loss"] == 0.0
 
 
-def test_expert_labels_pull_the_policy_on_the_replay_rows_that_have_one(columns: dict[str, np.ndarray]) -> None:
-    """Relabelled replay rows are imitated with no demonstrations at all; NaN rows are skipped."""
-    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
-    expert = low + (high - low) * torch.linspace(0.2, 0.8, 8)
-    labels = expert.expand(64, 8).clone().numpy()
-    labels[32:] = np.nan  # half the rows have no label
-    labelled = batch_from_columns(columns, expert_action=labels)
-    learner, without = _learner(bc_weight=10.0, policy_averaging=1.0), _learner(bc_weight=10.0, policy_averaging=1.0)
-
-    def imitation_error(learner: SACLearner) -> float:
-        return float((learner.act(labelled.obs, deterministic=True)[:32] - expert).div(high - low).abs().mean())
-
-    for _ in range(40):
-        stats = learner.update(labelled)
-        without.update(batch_from_columns(columns))
-    assert stats["bc_weight"] > 0 and np.isfinite(stats["bc_loss"]) and stats["bc_loss"] > 0
-    assert imitation_error(learner) < 0.75 * imitation_error(without)
-    unlabelled = batch_from_columns(columns, expert_action=np.full((64, 8), np.nan, np.float32))
-    assert learner.update(unlabelled)["bc_loss"] == 0.0
-
-
 def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_surprise_first(
     columns: dict[str, np.ndarray],
 ) -> None:

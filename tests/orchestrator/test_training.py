@@ -40,18 +40,6 @@ def test_serial_run_learns_publishes_and_actors_adopt(tmp_path: Path) -> None:
     assert any(k.startswith("policy.") for k in final.tensors) and any(k.startswith("encoder.") for k in final.tensors)
 
 
-def test_a_run_with_expert_labels_imitates_its_replay_rows_without_demonstrations(tmp_path: Path) -> None:
-    config = small_train_config(
-        actors={"cells": 2, "chunk_length": 16},
-        budget={"env_steps": 200},
-        learning={"demonstrations": 0, "expert": "reactive", "expert_labels": True, "min_replay": 60},
-    )
-    report = train_serial(config, tmp_path / "run")
-    rows = list(csv.DictReader(report.metrics_path.open()))  # type: ignore[union-attr]
-    assert report.updates > 0 and rows
-    assert all(float(r["bc_weight"]) > 0 and float(r["bc_loss"]) > 0 for r in rows)
-
-
 def test_config_refuses_nonsense() -> None:
     import pytest
 
@@ -59,29 +47,6 @@ def test_config_refuses_nonsense() -> None:
 
     with pytest.raises(ConfigError, match="learning: batch_size: must be >= 1"):
         small_train_config(learning={"batch_size": 0})
-    with pytest.raises(ConfigError, match="expert_labels: needs expert = reactive"):
-        small_train_config(learning={"expert_labels": True, "expert": "waypoint"})
-
-
-def test_expert_labels_are_the_reactive_experts_clipped_actions_and_nan_without_privileged_state() -> None:
-    from graspfleet.actions.cartesian import CartesianBackend, cartesian_action_bounds
-    from graspfleet.policies import ReactiveGraspPolicy
-    from graspfleet.spec import MASK_KEY, MODALITIES
-    from orchestrator.learning import ExpertLabels
-    from tests.helpers import make_batch
-
-    config = small_train_config(learning={"expert_labels": True, "expert": "reactive"})
-    backend = CartesianBackend(make_batch("T1", cells=4, seed=2), config.cell)
-    obs, _ = backend.reset(seed=2)
-    for _ in range(15):  # into the episode: approaching, some cells descending
-        obs, *_ = backend.step(ReactiveGraspPolicy(config.cell, 4).act(obs))
-    columns = {k: v.copy() for k, v in obs.items()}
-    columns[MASK_KEY][3, MODALITIES.index("privileged")] = False
-    labels = ExpertLabels(config)(columns)
-    low, high = cartesian_action_bounds(config.cell, config.action)
-    expected = np.clip(ReactiveGraspPolicy(config.cell, 4).act(obs), low, high)
-    np.testing.assert_allclose(labels[:3], expected[:3], rtol=1e-6, atol=1e-7)
-    assert labels.dtype == np.float32 and np.isnan(labels[3]).all()
 
 
 def test_wilson_interval() -> None:
