@@ -344,11 +344,8 @@ class SACLearner:
         rows towards their actions."""
         cfg = self.config
         demos = 0 if demonstrations is None else len(demonstrations.reward)
-        # behaviour-cloning targets: none for the replay rows (NaN), the demonstrations' actions
-        bc_target = torch.full_like(batch.action, torch.nan)
         if demonstrations is not None:
-            bc_target = torch.cat([bc_target, demonstrations.action])
-            batch = concat_batches(batch, demonstrations)
+            batch = concat_batches(batch, demonstrations)  # the demonstrations are its last ``demos`` rows
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             target_latent, next_state = self._state(self.target_encoder, batch.next_obs)
@@ -381,7 +378,7 @@ class SACLearner:
         self.critic_optimizer.step()
 
         if self.updates % cfg.actor_update_every == 0 or not self.last_actor_stats:  # (a resumed learner's first)
-            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), bc_target)
+            self.last_actor_stats = self._update_actor(batch, latent.detach(), state.detach(), demos)
 
         with torch.no_grad():
             torch._foreach_lerp_(self._targets, self._online, cfg.tau)
@@ -409,12 +406,10 @@ class SACLearner:
         targets = pose_targets(obs["privileged"][present].float(), self.config.pose_scale)
         return ((self.pose_head(latent[present]) - targets) ** 2).sum(1).mean()
 
-    def _update_actor(
-        self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, bc_target: torch.Tensor
-    ) -> dict[str, float]:
+    def _update_actor(self, batch: Batch, latent: torch.Tensor, state: torch.Tensor, demos: int) -> dict[str, float]:
         """One step of the actor (on the detached ``latent``; the critics frozen at ``state``) and
         of the temperature; the losses and gradient norms it measured. Behaviour cloning pulls
-        the rows where ``bc_target`` ``(B, 8)`` is finite towards it."""
+        the last ``demos`` rows (the demonstrations) towards their actions."""
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
         out = self.policy(latent)
@@ -425,12 +420,11 @@ class SACLearner:
         actor_loss = (alpha * out.log_prob - q_pi + penalty).mean()
         q_scale = q_pi.detach().abs().mean()  # the regularizers (BC, KL, IK) are weighted relative to it
         bc_loss = torch.zeros((), device=self.device)
-        labelled = torch.isfinite(bc_target).all(1)
-        bc_weight = self.bc_weight() if bool(labelled.any()) else 0.0
+        bc_weight = self.bc_weight() if demos else 0.0
         if bc_weight > 0:
             # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
-            imitated = torch.tanh(out.mean[labelled])
-            bc_loss = ((imitated - self.policy.normalize(bc_target[labelled])) ** 2).sum(1).mean()
+            imitated = torch.tanh(out.mean[-demos:])
+            bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
             actor_loss = actor_loss + bc_weight * q_scale * bc_loss
         kl = torch.zeros((), device=self.device)
         if self.kl_reference is not None and self.kl_weight > 0:

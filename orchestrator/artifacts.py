@@ -116,15 +116,14 @@ class BestPolicy:
     swing by 10–30 points, README), so the policy to deploy is the best one an evaluation or a
     curriculum validation saw, not whatever the last update left. Best means: a policy that
     reached ``passing`` success on its tier beats every one that did not; among either kind, the
-    highest tier, then the highest success rate; a tie keeps the earlier policy. (So a policy
-    validated at 16 % on T1 after a promotion does not displace one at 100 % on T0; measured, it
-    grasped 12 % of T0's episodes.) With a run directory the
-    policy goes to ``best_policy.safetensors`` (weights with their version) and its evaluation
-    row to ``best_policy.json``, both replaced atomically; ``resume`` starts from the best a
-    previous run on the directory kept.
+    highest tier, then the highest success rate; a tie keeps the earlier policy (so a policy that
+    has barely started a new tier does not displace the one that passed the last). With a run
+    directory the policy goes to ``best_policy.safetensors`` (weights with their version) and its
+    evaluation row to ``best_policy.json``, both replaced atomically; ``resume`` starts from the
+    best a previous run on the directory kept.
     """
 
-    def __init__(self, run_dir: Path | None, resume: bool = False, passing: float = 0.8) -> None:
+    def __init__(self, run_dir: Path | None, passing: float, resume: bool = False) -> None:
         """``passing``: the success rate at which a tier counts as mastered (a run passes the
         curriculum's ``gate_success``)."""
         self.run_dir = run_dir

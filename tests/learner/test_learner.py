@@ -335,9 +335,7 @@ def test_the_actor_maximizes_the_ensemble_minimum_or_mean_as_configured(columns:
         learner.critics = torch.nn.ModuleList(ConstantCritic(v) for v in (1.0, 2.0, 6.0))
         latent = learner.encoder(batch.obs).detach()
         state = torch.cat([latent, batch.obs["privileged"].float()], 1)
-        losses[actor_q] = learner._update_actor(batch, latent, state, torch.full_like(batch.action, torch.nan))[
-            "actor_loss"
-        ]
+        losses[actor_q] = learner._update_actor(batch, latent, state, demos=0)["actor_loss"]
     # the tangent penalty and α log π are alike in both (same seed, same weights) and tiny
     assert losses["min"] == pytest.approx(-1.0, abs=0.05) and losses["mean"] == pytest.approx(-3.0, abs=0.05)
     with pytest.raises(ConfigError, match=r"sac\.critic_subset: must be in \[1, sac\.critics = 2\]"):
