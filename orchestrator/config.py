@@ -65,7 +65,7 @@ class LearningConfig:
     behaviour-cloning term (0: none; see actors/demonstrations.py). On T1, where the cube can be
     anywhere in a 24 × 30 cm patch at any yaw, 400 doubled the kept policy against 100 (40–49 %
     against 18–21 % on two seeds, docs/experiments/2026-12-07-the-temperature-and-the-actor-rate.md);
-    collecting them costs ~20 s on one core."""
+    collecting them takes 20–30 s."""
     expert: ExpertKind = "reactive"
     """The scripted expert that demonstrates and intervenes (graspfleet/policies.py): ``reactive``,
     a function of the observation and the target's pose alone, which a policy can imitate, or
