@@ -60,10 +60,9 @@ class SACConfig:
     """method.md §3: weight of the tangent-space norm penalty that limits the twist's variance."""
     position_grad_threshold: float = 50.0
     """method.md §3: when the position head's gradient norm (its moving average) exceeds this,
-    its learning rate drops. The norm is of the whole actor loss, whose behaviour-cloning term is
-    weighted by ``bc_weight`` × the batch's mean |Q|: with the shipped weights it reads 1,000–9,000,
-    so both heads reach ``min_lr`` within ~3,000 updates and stay there. Switching the control off
-    (a threshold of 1e9) did not help T0's stability nor T1's climb
+    its learning rate drops. The norm is the whole actor loss's, whose behaviour-cloning term is
+    weighted by ``bc_weight`` × the batch's mean |Q|: with the default weights it reads
+    1,000–9,000, so both heads sit at ``min_lr`` after ~3,000 updates
     (docs/experiments/2026-12-07-the-temperature-and-the-actor-rate.md)."""
     force_grad_threshold: float = 50.0
     """… likewise for the force head."""

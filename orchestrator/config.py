@@ -62,10 +62,9 @@ class LearningConfig:
     demonstrations: int = 400
     """Successful scripted-expert episodes collected on the tier before training (and again on each
     tier a promotion or rollback enters), which the learner mixes into its batches with a decaying
-    behaviour-cloning term (0: none; see actors/demonstrations.py). On T1, where the cube can be
-    anywhere in a 24 × 30 cm patch at any yaw, 400 doubled the kept policy against 100 (40–49 %
-    against 18–21 % on two seeds, docs/experiments/2026-12-07-the-temperature-and-the-actor-rate.md);
-    collecting them takes 20–30 s."""
+    behaviour-cloning term (0: none; see actors/demonstrations.py). Collecting 400 takes 20–30 s;
+    on T1 they generalize across the cube's positions and yaws where 100 do not
+    (docs/experiments/2026-12-07-the-temperature-and-the-actor-rate.md)."""
     expert: ExpertKind = "reactive"
     """The scripted expert that demonstrates and intervenes (graspfleet/policies.py): ``reactive``,
     a function of the observation and the target's pose alone, which a policy can imitate, or
