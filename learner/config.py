@@ -84,14 +84,12 @@ class SACConfig:
     (docs/experiments/2026-11-learning-on-T0.md) …"""
     bc_action_limit: float = 1.0
     """Demonstration actions are cloned as targets clipped to ±this in the normalized box [−1, 1]
-    (the policy's squashed coordinates). The expert's gripper width is always at an edge, where
-    the squared error of ``tanh(mean)`` has no finite minimizer: the cloned width's pre-squash
-    mean runs off, and the squash's Jacobian then holds the policy's entropy ~14 nats below what
-    its σ gives, under the temperature's target, so α grows. Below 1 the mean stays finite, but
-    the width's exploration noise then crosses the range's middle and opens a closed gripper
-    unless ``network.width_log_std_max`` bounds it: at 0.9 alone the actors' success fell
-    (docs/experiments/2026-12-07-the-gripper-and-the-temperature.md). 1 clones the actions as
-    demonstrated."""
+    (the policy's squashed coordinates); 1 clones them as demonstrated. The expert's gripper width
+    is always at an edge, where the squared error of ``tanh(mean)`` has no finite minimizer: the
+    cloned mean runs off, the squash's Jacobian holds the entropy under the temperature's target,
+    and α grows. Below 1 the mean stays finite, but the width's noise must then be bounded too
+    (``network.width_log_std_max``) or it opens a closed gripper
+    (docs/experiments/2026-12-07-the-gripper-and-the-temperature.md)."""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
     demo_fraction: float = 0.5
