@@ -55,11 +55,6 @@ class NetworkConfig:
     policy_hidden: int = 256
     log_std_min: float = -5.0
     log_std_max: float = 1.0
-    width_log_std_max: float = 1.0
-    """Upper clamp of the gripper width's pre-squash log σ, its exploration noise; the other
-    coordinates keep ``log_std_max``. A width cloned inside its range (``sac.bc_action_limit`` < 1)
-    sits near one edge, and a sample across the range's middle opens a closed gripper
-    (docs/experiments/2026-12-07-the-gripper-and-the-temperature.md)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -73,7 +68,6 @@ class NetworkConfig:
             require(getattr(self, name) >= 1, f"network.{name}: must be >= 1")
         require(self.critic in ("shared", "concat"), f"network.critic: unknown critic {self.critic!r}")
         require(self.log_std_min < self.log_std_max, "network.log_std_min: must be < log_std_max")
-        require(self.log_std_min < self.width_log_std_max, "network.width_log_std_max: must be > log_std_min")
 
 
 TWIST_DIM = 6
@@ -187,10 +181,7 @@ class SE3Policy(nn.Module):
         self.position_head = nn.Linear(config.policy_hidden, 2 * 7)
         self.force_head = nn.Linear(config.policy_hidden, 2 * 1)
         self.log_std_min = config.log_std_min
-        log_std_max = torch.full((ACTION_DIM,), config.log_std_max)
-        log_std_max[TWIST_DIM] = config.width_log_std_max  # the width follows the twist
-        self.log_std_max: torch.Tensor
-        self.register_buffer("log_std_max", log_std_max, persistent=False)
+        self.log_std_max = config.log_std_max
         self.action_centre: torch.Tensor
         self.action_half_range: torch.Tensor
         low = torch.as_tensor(np.asarray(action_low), dtype=torch.float32)
@@ -211,7 +202,7 @@ class SE3Policy(nn.Module):
         position = self.position_head(features)
         force = self.force_head(features)
         mean = torch.cat([position[:, :7], force[:, :1]], 1)
-        log_std = torch.cat([position[:, 7:], force[:, 1:]], 1).clamp(min=self.log_std_min).minimum(self.log_std_max)
+        log_std = torch.cat([position[:, 7:], force[:, 1:]], 1).clamp(self.log_std_min, self.log_std_max)
         std = log_std.exp()
         sample = mean if deterministic else mean + std * torch.randn_like(mean)
         log_prob = (-0.5 * ((sample - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(1)

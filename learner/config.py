@@ -82,14 +82,6 @@ class SACConfig:
     (docs/experiments/2026-12-07-what-the-encoder-locates.md). The method's warm start uses 0.1
     (method.md §6), which let the policy fall back once RL took over
     (docs/experiments/2026-11-learning-on-T0.md) …"""
-    bc_action_limit: float = 1.0
-    """Demonstration actions are cloned as targets clipped to ±this in the normalized box [−1, 1]
-    (the policy's squashed coordinates); 1 clones them as demonstrated. The expert's gripper width
-    is always at an edge, where the squared error of ``tanh(mean)`` has no finite minimizer: the
-    cloned mean runs off, the squash's Jacobian holds the entropy under the temperature's target,
-    and α grows. Below 1 the mean stays finite, but the width's noise must then be bounded too
-    (``network.width_log_std_max``) or it opens a closed gripper
-    (docs/experiments/2026-12-07-the-gripper-and-the-temperature.md)."""
     bc_updates: int = 50_000
     """… and it decays linearly to zero over this many updates (the method: ~10k steps)."""
     demo_fraction: float = 0.5
@@ -142,7 +134,6 @@ class SACConfig:
         require(0 <= self.grad_norm_smoothing < 1, "sac.grad_norm_smoothing: must be in [0, 1)")
         require(self.lr_cooldown >= 1, "sac.lr_cooldown: must be >= 1")
         require(self.bc_weight >= 0, "sac.bc_weight: must be >= 0")
-        require(0 < self.bc_action_limit <= 1, "sac.bc_action_limit: must be in (0, 1]")
         require(self.actor_update_every >= 1, "sac.actor_update_every: must be >= 1")
         require(self.critics >= 1, "sac.critics: must be >= 1")
         require(

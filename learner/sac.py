@@ -424,9 +424,7 @@ class SACLearner:
         if bc_weight > 0:
             # TD3+BC-style: squared error in the normalized box, scaled to the critic's magnitude
             imitated = torch.tanh(out.mean[-demos:])
-            limit = cfg.bc_action_limit
-            cloned = self.policy.normalize(batch.action[-demos:]).clamp(-limit, limit)
-            bc_loss = ((imitated - cloned) ** 2).sum(1).mean()
+            bc_loss = ((imitated - self.policy.normalize(batch.action[-demos:])) ** 2).sum(1).mean()
             actor_loss = actor_loss + bc_weight * q_scale * bc_loss
         kl = torch.zeros((), device=self.device)
         if self.kl_reference is not None and self.kl_weight > 0:

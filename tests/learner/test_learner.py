@@ -12,7 +12,7 @@ import torch
 from graspfleet.actions.cartesian import cartesian_action_bounds
 from graspfleet.actions.config import ActionConfig
 from graspfleet.config import ConfigError
-from graspfleet.networks import ConcatCritic, NetworkConfig, SE3Policy, SharedForcePositionCritic, rgbd_image
+from graspfleet.networks import ConcatCritic, NetworkConfig, SharedForcePositionCritic, rgbd_image
 from graspfleet.sim.config import CellConfig
 from graspfleet.spec import MODALITIES, OBSERVATION_KEYS, observation_spec
 from graspfleet.weights import VERSION_KEY, deserialize, read_metadata, serialize
@@ -192,40 +192,6 @@ def test_demonstrations_pull_the_policy_towards_the_expert_while_the_bc_weight_d
     assert weights[0] == pytest.approx(10.0) and weights[20] == pytest.approx(5.0) and weights[-1] > 0
     assert learner.update(batch, demos)["bc_weight"] == 0.0  # decayed: plain SAC from here on
     assert learner.update(batch)["bc_loss"] == 0.0
-
-
-def test_the_width_noise_has_its_own_upper_clamp() -> None:
-    torch.manual_seed(0)
-    policy = SE3Policy(NetworkConfig().latent_dim, NetworkConfig(width_log_std_max=-1.0), *BOUNDS)
-    with torch.no_grad():
-        policy.position_head.bias[7:] = 5.0  # every pre-squash log σ asks for more than either clamp
-        policy.force_head.bias[1:] = 5.0
-        out = policy(torch.randn(64, NetworkConfig().latent_dim))
-    log_std = out.std.log()
-    torch.testing.assert_close(log_std[:, 6], torch.full((64,), -1.0))  # the width
-    torch.testing.assert_close(log_std[:, [0, 1, 2, 3, 4, 5, 7]], torch.full((64, 7), 1.0))  # log_std_max
-    with pytest.raises(ConfigError, match=r"network\.width_log_std_max"):
-        NetworkConfig(width_log_std_max=-6.0)
-
-
-def test_demonstrated_actions_at_the_box_edge_are_cloned_inside_it(columns: dict[str, np.ndarray]) -> None:
-    learner = _learner(bc_action_limit=0.9)
-    batch = batch_from_columns(columns)
-    demos = batch_from_columns({k: v[:32] for k, v in columns.items()})
-    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in BOUNDS)
-    expert = torch.where(torch.arange(8) % 2 == 0, low, high)  # every coordinate at an edge, like the width
-    demos = demos._replace(action=expert.expand(32, 8).clone())
-    with torch.no_grad():
-        imitated = torch.tanh(learner.policy(learner.encoder(demos.obs)).mean)
-    edges = learner.policy.normalize(demos.action)
-    assert bool((edges.abs() == 1).all())
-    clipped = ((imitated - 0.9 * edges) ** 2).sum(1).mean()
-    unclipped = ((imitated - edges) ** 2).sum(1).mean()
-    reported = learner.update(batch, demos)["bc_loss"]
-    assert reported == pytest.approx(float(clipped), rel=1e-5)
-    assert reported < float(unclipped) - 0.1
-    with pytest.raises(ConfigError, match=r"sac\.bc_action_limit"):
-        SACConfig(bc_action_limit=1.5)
 
 
 def test_the_td_errors_that_become_priorities_cover_the_replay_rows_and_rank_a_surprise_first(
